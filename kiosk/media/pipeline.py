@@ -1,0 +1,283 @@
+"""The media thread: pull from sources on the session clock, compose, encode once, record and fan out.
+
+Audio and video share one media clock (session time minus the pipeline's start): video frame n is
+the picture at n/fps, audio block k holds samples [960k, 960k + 960) at 48 kHz. Audio blocks that end
+before a video frame's time are always encoded before that frame, so a segment cut on a video keyframe
+splits audio without loss or repetition, and flash/beep offsets in the file are exactly the sources'.
+Nothing here waits on the network or on disk syncs longer than one fragment write.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..capture.base import AudioSource, VideoSource
+from ..config import RoomProfile, Settings
+from ..session import Session
+from . import segments as seg_files
+from .compose import Compositor
+from .encoder import OPUS_FRAME, AudioEncoder, VideoEncoder, copy_packet
+from .hub import PacketHub
+from .recorder import SegmentRecorder
+from .segments import SegmentIndex
+
+log = logging.getLogger("kiosk.pipeline")
+
+MAX_LAG_S = 1.0  # further behind than this, frames are skipped (and counted as dropped)
+
+
+@dataclass
+class PipelineStats:
+    frames_encoded: int = 0
+    frames_dropped: int = 0
+    frames_slate: int = 0
+    audio_blocks: int = 0
+    max_lag_s: float = 0.0
+    segments_closed: int = 0
+    levels_dbfs: dict[str, float] = field(default_factory=dict)
+
+
+class MediaPipeline:
+    def __init__(
+        self,
+        room: RoomProfile,
+        settings: Settings,
+        session: Session,
+        hub: PacketHub,
+        cameras: list[VideoSource],
+        mics: list[AudioSource],
+        holders: tuple[str, ...] = (),
+        on_segment_closed: Callable[[Path, SegmentIndex], None] | None = None,
+    ) -> None:
+        self.room, self.settings, self.session, self.hub = room, settings, session, hub
+        self.cameras, self.mics = cameras, mics
+        self.holders = holders
+        self.on_segment_closed = on_segment_closed
+        v = room.video
+        self.fps = v.fps
+        self.compositor = Compositor(v, [c.name for c in cameras])
+        self.video = VideoEncoder(v.width, v.height, v.fps, settings.encoder)
+        self.mix_encoder = AudioEncoder(settings.encoder.audio_bitrate_kbps)
+        self.mic_encoders = [AudioEncoder(settings.encoder.audio_bitrate_kbps) for _ in mics]
+        self.stats = PipelineStats()
+        self.recorder: SegmentRecorder | None = None
+        self._commands: queue.Queue = queue.Queue()
+        self._want_recording = False
+        self._keyframe_requested = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
+        self.media_t0 = 0.0
+        hub.video_time_base = self.video.time_base
+        hub.audio_time_base = self.mix_encoder.time_base
+        hub.keyframe_min_gap_s = settings.encoder.keyframe_min_gap_s
+        hub.on_keyframe_request = self._keyframe_requested.set
+        self._source_changes = {s.name: -1 for s in [*cameras, *mics]}
+
+    # ------------------------------------------------------------ control (any thread)
+
+    def start(self) -> None:
+        self.media_t0 = self.session.now()
+        self._thread = threading.Thread(target=self._run, name="media", daemon=True)
+        self._thread.start()
+
+    def _call(self, command: str, timeout: float = 10.0) -> None:
+        done = threading.Event()
+        self._commands.put((command, done))
+        if not done.wait(timeout) and self._thread and self._thread.is_alive():
+            raise TimeoutError(f"media thread did not {command} within {timeout} s")
+
+    def start_recording(self) -> None:
+        self._call("record")
+
+    def stop_recording(self) -> None:
+        """Close the open segment (pause or end); returns once it is closed and fsynced."""
+        self._call("stop-recording")
+
+    def stop(self) -> None:
+        if self._thread and self._thread.is_alive():
+            self._call("stop-recording")
+            self._stop.set()
+            self._thread.join(timeout=10)
+        for src in [*self.cameras, *self.mics]:
+            src.close()
+        self.video.close()
+
+    @property
+    def recording(self) -> bool:
+        return self.recorder is not None and self.recorder.is_open
+
+    def levels(self) -> dict[str, float]:
+        return dict(self.stats.levels_dbfs)
+
+    # ------------------------------------------------------------ the media thread
+
+    def _run(self) -> None:
+        n = 0  # next video frame
+        k = 0  # next audio block
+        last_housekeeping = 0.0
+        try:
+            while not self._stop.is_set():
+                mt = self.session.now() - self.media_t0
+                self._drain_commands(n)
+                while (k + 1) * OPUS_FRAME / 48000 <= mt:
+                    self._audio_block(k)
+                    k += 1
+                due = n / self.fps
+                if due <= mt:
+                    lag = mt - due
+                    self.stats.max_lag_s = max(self.stats.max_lag_s, lag)
+                    if lag > MAX_LAG_S:
+                        skip = int(lag * self.fps) - 1
+                        self.stats.frames_dropped += skip
+                        log.warning("media thread %.2f s behind: skipping %d frames", lag, skip)
+                        n += skip
+                    self._video_frame(n)
+                    n += 1
+                    continue
+                if mt - last_housekeeping >= 0.5:
+                    last_housekeeping = mt
+                    self._housekeeping()
+                next_event = min(due, (k + 1) * OPUS_FRAME / 48000)
+                time.sleep(max(0.0, min(next_event - mt, 0.02)))
+        except BaseException as exc:  # noqa: BLE001 - the session must learn why media stopped
+            self._failure = exc
+            log.exception("media thread failed")
+            self.session.record("pipeline-failed", error=f"{type(exc).__name__}: {exc}")
+            self._close_segment()
+        finally:
+            self._drain_commands(n, final=True)
+
+    def _drain_commands(self, n: int, final: bool = False) -> None:
+        while True:
+            try:
+                command, done = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if command == "record" and not final:
+                self._want_recording = True
+            elif command == "stop-recording":
+                self._want_recording = False
+                self._close_segment()
+            done.set()
+
+    def _close_segment(self) -> None:
+        if self.recorder and self.recorder.is_open:
+            try:
+                self.recorder.close_segment()
+                self.stats.segments_closed += 1
+            except OSError as exc:
+                log.error("closing segment failed: %s", exc)
+                self.session.record("recording-error", error=str(exc))
+
+    def _housekeeping(self) -> None:
+        self.session.check_clock()
+        for src in [*self.cameras, *self.mics]:
+            if src.status.changes != self._source_changes[src.name]:
+                first = self._source_changes[src.name] == -1
+                self._source_changes[src.name] = src.status.changes
+                if not first:
+                    self.session.record("device-state", source=src.name, state=src.status.state,
+                                        detail=src.status.detail)
+
+    def _video_frame(self, n: int) -> None:
+        t = self.media_t0 + n / self.fps
+        frames = []
+        for cam, size in zip(self.cameras, self.compositor.sizes(), strict=True):
+            try:
+                frames.append(cam.frame_at(t, size))
+            except Exception as exc:  # noqa: BLE001 - a broken source must not stop the recording
+                cam.status.set("failed", f"{type(exc).__name__}: {exc}")
+                frames.append(None)
+        if any(f is None for f in frames):
+            self.stats.frames_slate += 1
+        canvas = self.compositor.compose(frames)
+        rec = self.recorder
+        force = self._keyframe_requested.is_set()
+        if self._want_recording and (rec is None or not rec.is_open):
+            force = True
+        elif rec is not None and rec.is_open and rec.segment_age(n) >= self.settings.recording.segment_seconds - 1e-6:
+            force = True
+        self._keyframe_requested.clear()
+        for packet in self.video.encode(canvas, n, keyframe=force):
+            self.stats.frames_encoded += 1
+            self.hub.publish("video", copy_packet(packet))
+            self._record_video(packet)
+
+    def _record_video(self, packet) -> None:
+        if not self._want_recording:
+            return
+        if self.recorder is None:
+            if not packet.is_keyframe:
+                return
+            self.recorder = SegmentRecorder(
+                self.session.dir, self.video.template_from(packet), self.fps, self.room.video.width,
+                self.room.video.height, [m.role for m in self.mics],
+                fragment_seconds=self.settings.recording.fragment_seconds,
+                first_index=len(seg_files.list_indexes(self.session.dir)) + 1,
+                holders=self.holders, on_closed=self._segment_closed,
+            )
+        rec = self.recorder
+        try:
+            if packet.is_keyframe:
+                if rec.is_open and rec.segment_age(packet.pts) >= self.settings.recording.segment_seconds - 1e-6:
+                    rec.close_segment()
+                    self.stats.segments_closed += 1
+                if not rec.is_open:
+                    rec.open_segment(packet.pts, self.media_t0)
+            if rec.is_open:
+                rec.write_video(packet)
+        except (OSError, Exception) as exc:  # noqa: BLE001 - disk full, I/O error: stop cleanly, keep what exists
+            self._recording_failed(exc)
+
+    def _recording_failed(self, exc: BaseException) -> None:
+        log.error("recording stopped: %s", exc)
+        self._want_recording = False
+        self.session.record("recording-error", error=f"{type(exc).__name__}: {exc}")
+        self._close_segment()
+
+    def _segment_closed(self, session_dir: Path, seg: SegmentIndex) -> None:
+        self.session.record("segment-closed", index=seg.index, start=seg.start, end=seg.end,
+                            video_frames=seg.video_frames, bytes=seg.bytes)
+        if self.on_segment_closed:
+            self.on_segment_closed(session_dir, seg)
+
+    def _audio_block(self, k: int) -> None:
+        start = k * OPUS_FRAME
+        blocks = []
+        for mic in self.mics:
+            try:
+                pcm = mic.pcm(start, OPUS_FRAME)
+            except Exception as exc:  # noqa: BLE001
+                mic.status.set("failed", f"{type(exc).__name__}: {exc}")
+                pcm = np.zeros(OPUS_FRAME, np.float32)
+            blocks.append(pcm)
+            rms = float(np.sqrt(np.mean(pcm * pcm))) if len(pcm) else 0.0
+            self.stats.levels_dbfs[mic.name] = round(20 * math.log10(rms + 1e-9), 1)
+        mix = np.clip(np.sum(blocks, axis=0), -1.0, 1.0) if blocks else np.zeros(OPUS_FRAME, np.float32)
+        self.stats.audio_blocks += 1
+        recording = self.recorder is not None and self.recorder.is_open
+        for packet in self.mix_encoder.encode(mix, start):
+            self.hub.publish("audio", copy_packet(packet))
+            if recording:
+                self._record_audio(seg_files.MIX_STREAM, packet)
+        if recording:
+            for i, (enc, pcm) in enumerate(zip(self.mic_encoders, blocks, strict=True)):
+                for packet in enc.encode(pcm, start):
+                    self._record_audio(seg_files.FIRST_MIC_STREAM + i, packet)
+
+    def _record_audio(self, stream: int, packet) -> None:
+        try:
+            if self.recorder is not None and self.recorder.is_open:
+                self.recorder.write_audio(stream, packet)
+        except (OSError, Exception) as exc:  # noqa: BLE001
+            self._recording_failed(exc)

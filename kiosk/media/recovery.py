@@ -1,0 +1,116 @@
+"""Start-up recovery of sessions interrupted by a crash, kill or power cut.
+
+A segment whose index says `closed: false` was being written when the process died. Its fragmented MP4
+plays up to the last complete fragment; recovery copies exactly those packets into a clean file (no
+re-encode), closes the index with the true end time, ends the session, and says so in its event log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from ..session import META_FILE, Session, State
+from . import segments as seg_files
+from .recorder import MP4_OPTIONS
+
+log = logging.getLogger("kiosk.recovery")
+
+
+def remux_complete_part(path: Path) -> tuple[int, float]:
+    """Rewrite `path` keeping every packet that can still be read. Returns (video frames, seconds)."""
+    tmp = path.with_suffix(".recovering.mp4")
+    frames, end = 0, 0.0
+    with av.open(str(path)) as src:
+        out = av.open(str(tmp), "w", format="mp4", options=MP4_OPTIONS)
+        mapping = {}
+        for s in src.streams:
+            o = out.add_stream_from_template(s)
+            o.metadata.update(s.metadata)
+            o.disposition = s.disposition
+            mapping[s.index] = o
+        try:
+            for packet in src.demux():
+                if packet.dts is None or packet.size == 0:
+                    continue
+                if packet.stream.type == "video":
+                    frames += 1
+                    end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+                packet.stream = mapping[packet.stream.index]
+                out.mux(packet)
+        except (av.error.FFmpegError, OSError) as exc:
+            log.warning("segment %s readable up to %.2f s (%s)", path.name, end, exc)
+        out.close()
+    fd = os.open(tmp, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    os.replace(tmp, path)
+    return frames, end
+
+
+def recover_session(session_dir: Path) -> dict | None:
+    """Close what a dead process left open in one session. Returns a summary, or None if nothing to do."""
+    session = Session.load(session_dir)
+    open_segments = [s for s in seg_files.list_indexes(session_dir) if not s.closed]
+    stale_tmp = list(seg_files.segments_dir(session_dir).glob("*.recovering.mp4"))
+    if session.state is State.ENDED and not open_segments and not stale_tmp:
+        return None
+    for tmp in stale_tmp:
+        tmp.unlink()
+    last_t = max([e.get("t", 0.0) for e in session.events()] + [s.end or s.start for s in
+                                                                  seg_files.list_indexes(session_dir)])
+    recovered = []
+    for seg in open_segments:
+        media = seg_files.media_path(session_dir, seg.index)
+        frames, seconds = 0, 0.0
+        if media.exists() and media.stat().st_size > 0:
+            try:
+                frames, seconds = remux_complete_part(media)
+            except (av.error.FFmpegError, OSError) as exc:
+                log.error("segment %s unreadable: %s", media.name, exc)
+        if frames == 0:
+            media.unlink(missing_ok=True)
+            seg_files.index_path(session_dir, seg.index).unlink(missing_ok=True)
+            recovered.append({"index": seg.index, "frames": 0, "kept": False})
+            continue
+        seg.video_frames = frames
+        seg.audio_samples = round(seconds * seg.sample_rate)
+        seg.end = round(seg.start + frames / Fraction(seg.fps), 6) if seg.fps else seg.start + seconds
+        seg.end = float(seg.end)
+        seg.closed = True
+        seg.recovered = True
+        seg.bytes = media.stat().st_size
+        seg_files.write_index(session_dir, seg)
+        last_t = max(last_t, seg.end)
+        recovered.append({"index": seg.index, "frames": frames, "end": seg.end, "kept": True})
+    summary = {"session": session.info.id, "segments": recovered, "state_before": session.state.value}
+    session.record("recovery", at=last_t, segments=recovered, state_before=session.state.value,
+                   note="the kiosk stopped unexpectedly; segments were closed up to their last complete fragment")
+    if session.state is not State.ENDED:
+        session.info.state = State.ENDED
+        session.info.clock["end"] = {"recovered": True, "session_time": round(last_t, 3)}
+        session._save()
+        session.record("session-end", at=last_t, state="ended", reason="interrupted; ended by recovery")
+    log.warning("recovered session %s: %s", session.info.id, json.dumps(recovered))
+    return summary
+
+
+def recover_sessions(sessions_root: Path) -> list[dict]:
+    out = []
+    if not sessions_root.is_dir():
+        return out
+    for d in sorted(sessions_root.iterdir()):
+        if (d / META_FILE).exists():
+            try:
+                summary = recover_session(d)
+            except Exception:  # noqa: BLE001 - one broken session must not stop the kiosk starting
+                log.exception("recovery of %s failed", d.name)
+                continue
+            if summary:
+                out.append(summary)
+    return out

@@ -1,0 +1,198 @@
+"""The room station: one per room, owning the current session, its sources and its media pipeline.
+
+Everything the console, the API, the demo and the CLI do to a session goes through here, so the rules
+(one session at a time, recording only in the recording state, seal and transcribe when segments close)
+live in one place. All methods are synchronous and thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from pathlib import Path
+
+from . import __version__
+from .capture import build_sources, open_all
+from .config import RoomProfile, Settings
+from .errors import DiskFull, SessionStateError
+from .media.hub import PacketHub
+from .media.pipeline import MediaPipeline
+from .media.recovery import recover_sessions
+from .session import Session, SessionClock, State
+
+log = logging.getLogger("kiosk.station")
+
+# Worst-case bytes per recorded second: video bitrate + 3 Opus tracks, plus container overhead.
+OVERHEAD = 1.10
+
+
+class Station:
+    def __init__(self, settings: Settings, room: RoomProfile, data_dir: Path | None = None,
+                 clock_factory=SessionClock) -> None:
+        self.settings = settings
+        self.room = room
+        self.data_dir = Path(data_dir or settings.storage.data_dir).resolve()
+        self.sessions_root = self.data_dir / "sessions"
+        self.sessions_root.mkdir(parents=True, exist_ok=True)
+        self.hub = PacketHub(keyframe_min_gap_s=settings.encoder.keyframe_min_gap_s)
+        self.session: Session | None = None
+        self.pipeline: MediaPipeline | None = None
+        self._lock = threading.RLock()
+        self._clock_factory = clock_factory
+        self.custody = self._load_custody()
+        self.transcriber = self._load_transcriber()
+        self.recovered = recover_sessions(self.sessions_root)
+        if self.custody is not None:
+            self.custody.recover(self.data_dir)
+
+    # ------------------------------------------------------------ optional capabilities
+
+    def _load_custody(self):
+        try:
+            from .custody.sealer import Sealer
+        except ImportError:
+            return None
+        return Sealer(self.settings, self.data_dir)
+
+    def _load_transcriber(self):
+        if not self.settings.transcription.enabled:
+            return None
+        try:
+            from transcripts.live import LiveTranscriber
+        except ImportError:
+            return None
+        return LiveTranscriber(self.settings)
+
+    # ------------------------------------------------------------ disk
+
+    def bytes_per_second(self) -> float:
+        enc = self.settings.encoder
+        return (enc.video_bitrate_kbps + enc.audio_bitrate_kbps * (1 + len(self.room.microphones))) * 125 * OVERHEAD
+
+    def disk_status(self) -> dict:
+        usage = shutil.disk_usage(self.data_dir)
+        minutes = usage.free / self.bytes_per_second() / 60
+        return {"free_bytes": usage.free, "minutes_left": round(minutes, 1),
+                "warn": minutes < self.settings.storage.warn_free_minutes}
+
+    def _check_disk(self) -> None:
+        st = self.settings.storage
+        need = st.max_session_minutes * 60 * self.bytes_per_second() + st.min_free_mb * 2**20
+        free = shutil.disk_usage(self.data_dir).free
+        if free < need:
+            raise DiskFull(f"not enough free space in {self.data_dir}: {free / 2**20:.0f} MiB free, "
+                           f"{need / 2**20:.0f} MiB needed for a {st.max_session_minutes}-minute session")
+
+    # ------------------------------------------------------------ session lifecycle
+
+    def create_session(self, case_reference: str, interviewee_pseudonym: str, interviewer: str,
+                       language: str | None = None) -> Session:
+        """Prepare a session: sources open and the picture is live (preview), nothing is recorded yet."""
+        with self._lock:
+            if self.session is not None and self.session.state is not State.ENDED:
+                raise SessionStateError(f"session {self.session.info.id} is still {self.session.state.value}")
+            self._check_disk()
+            language = language or self.room.room.language
+            cameras, mics = build_sources(self.room, language)
+            open_all(cameras, mics)  # raises DeviceUnavailable / SourceError before anything is written
+            session = Session.create(self.sessions_root, self.room.room.id, case_reference,
+                                     interviewee_pseudonym, interviewer, language, clock=self._clock_factory())
+            session.record("devices", cameras=[c.facts() for c in cameras], microphones=[m.facts() for m in mics])
+            holders = ("transcriber",) if self.transcriber is not None else ()
+            self.pipeline = MediaPipeline(self.room, self.settings, session, self.hub, cameras, mics,
+                                          holders=holders, on_segment_closed=self._segment_closed)
+            self.pipeline.start()
+            self.session = session
+            if self.transcriber is not None:
+                self.transcriber.session_created(session)
+            return session
+
+    def _require(self) -> Session:
+        if self.session is None:
+            raise SessionStateError("no session: create one first")
+        return self.session
+
+    def _segment_closed(self, session_dir: Path, seg) -> None:
+        if self.custody is not None:
+            self.custody.on_segment_closed(session_dir, seg)
+
+    def start(self) -> dict:
+        with self._lock:
+            session = self._require()
+            entry = session.transition("start")
+            self.pipeline.start_recording()
+            return entry
+
+    def pause(self) -> dict:
+        with self._lock:
+            session = self._require()
+            if session.state is not State.RECORDING:
+                raise SessionStateError(f"cannot pause a session that is {session.state.value}")
+            self.pipeline.stop_recording()
+            return session.transition("pause")
+
+    def resume(self) -> dict:
+        with self._lock:
+            session = self._require()
+            entry = session.transition("resume")
+            self.pipeline.start_recording()
+            return entry
+
+    def marker(self, label: str, by: str = "operator") -> dict:
+        with self._lock:
+            return self._require().marker(label, by)
+
+    def end(self) -> dict:
+        """Stop recording, close sources, then seal what was recorded (manifest, ledger) and transcribe."""
+        with self._lock:
+            session = self._require()
+            if session.state is State.ENDED:
+                raise SessionStateError("the session has already ended")
+            self.pipeline.stop_recording()
+            stats = self.pipeline.stats
+            entry = session.transition("end", frames_encoded=stats.frames_encoded,
+                                       frames_dropped=stats.frames_dropped, segments=stats.segments_closed)
+            facts = self.facts()
+            self.pipeline.stop()
+            result = {"event": entry, "session_dir": str(session.dir)}
+            if self.transcriber is not None:
+                result["transcript"] = self.transcriber.session_ended(session)
+            if self.custody is not None:
+                result["seal"] = self.custody.finish_session(session, facts)
+            return result
+
+    def facts(self) -> dict:
+        """Device and software facts for the manifest."""
+        p = self.pipeline
+        return {
+            "kiosk_id": self.settings.custody.kiosk_id,
+            "software": {"name": "testimony-kiosk", "version": __version__},
+            "room": {"id": self.room.room.id, "name": self.room.room.name},
+            "cameras": [c.facts() for c in p.cameras] if p else [],
+            "microphones": [m.facts() for m in p.mics] if p else [],
+            "encoder": self.settings.encoder.model_dump(),
+            "video": self.room.video.model_dump(),
+            "recording": self.settings.recording.model_dump(),
+        }
+
+    def status(self) -> dict:
+        p = self.pipeline
+        running = p is not None and self.session is not None and self.session.state is not State.ENDED
+        return {
+            "session": self.session.public_summary() if self.session else None,
+            "devices": [s.status.as_dict() for s in [*p.cameras, *p.mics]] if running else [],
+            "audio_levels": p.levels() if running else {},
+            "recording": bool(running and p.recording),
+            "disk": self.disk_status(),
+            "viewers": self.hub.subscriber_count,
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            if self.session is not None and self.session.state is not State.ENDED:
+                self.end()
+            elif self.pipeline is not None:
+                self.pipeline.stop()
+            if self.custody is not None:
+                self.custody.close()

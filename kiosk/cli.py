@@ -16,6 +16,7 @@ from .errors import KioskError
 
 COMMAND_MODULES = [
     "kiosk.demo",
+    "kiosk.media.recovery",
     "kiosk.web.serve",
     "kiosk.custody.cli",
     "transcripts.cli",

@@ -43,7 +43,7 @@ class ServerSettings(Strict):
 
 class RecordingSettings(Strict):
     segment_seconds: float = Field(10.0, ge=1.0, le=600.0)
-    fragment_seconds: float = Field(1.0, gt=0.0, le=1.0)
+    fragment_seconds: float = Field(0.5, gt=0.0, le=1.0)
 
 
 class EncoderSettings(Strict):

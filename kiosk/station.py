@@ -29,7 +29,7 @@ OVERHEAD = 1.10
 
 class Station:
     def __init__(self, settings: Settings, room: RoomProfile, data_dir: Path | None = None,
-                 clock_factory=SessionClock) -> None:
+                 clock_factory=SessionClock, seal: bool = True) -> None:
         self.settings = settings
         self.room = room
         self.data_dir = Path(data_dir or settings.storage.data_dir).resolve()
@@ -40,7 +40,7 @@ class Station:
         self.pipeline: MediaPipeline | None = None
         self._lock = threading.RLock()
         self._clock_factory = clock_factory
-        self.custody = self._load_custody()
+        self.custody = self._load_custody() if seal else None  # seal=False: recording-only tests and benches
         self.transcriber = self._load_transcriber()
         self.recovered = recover_sessions(self.sessions_root)
         if self.custody is not None:

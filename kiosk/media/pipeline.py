@@ -192,7 +192,7 @@ class MediaPipeline:
     def _video_frame(self, n: int) -> None:
         t = self.media_t0 + n / self.fps
         frames = []
-        for cam, size in zip(self.cameras, self.compositor.sizes(), strict=True):
+        for cam, size in zip(self.cameras, self.compositor.sizes(), strict=False):  # "single" shows camera 0
             try:
                 frames.append(cam.frame_at(t, size))
             except Exception as exc:  # noqa: BLE001 - a broken source must not stop the recording

@@ -85,6 +85,7 @@ class SegmentRecorder:
             audio.layout = "mono"
             audio.time_base = Fraction(1, 48000)
             audio.metadata["title"] = title
+            audio.metadata["handler_name"] = title  # what MP4 keeps (shown as tags.handler_name)
             if title != "mix":
                 audio.disposition = 0  # only the mix plays by default
             streams.append(audio)

@@ -114,3 +114,23 @@ def recover_sessions(sessions_root: Path) -> list[dict]:
             if summary:
                 out.append(summary)
     return out
+
+
+def register(sub) -> None:
+    p = sub.add_parser("recover", help="close and keep what an interrupted session left (runs at every start too)")
+    p.add_argument("--data-dir", type=Path, help="kiosk data dir (default: from settings)")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args) -> int:
+    from ..config import load_settings
+
+    settings = load_settings(args.config)
+    data_dir = (args.data_dir or settings.storage.data_dir).resolve()
+    found = recover_sessions(data_dir / "sessions")
+    for rec in found:
+        kept = sum(1 for s in rec["segments"] if s.get("kept"))
+        print(f"recovered session {rec['session']} (was {rec['state_before']}): {kept} segment(s) closed and kept")
+    if not found:
+        print("nothing to recover")
+    return 0

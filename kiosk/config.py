@@ -66,7 +66,9 @@ class CustodySettings(Strict):
     kiosk_id: str = "kiosk-demo"
     recipients: list[CourtRecipient] = []
     ledger_url: str = ""  # empty: in-process ledger in the data dir
-    ledger_origin: str = "testimony-kiosk/ledger"
+    ledger_origin: str = Field("testimony-kiosk/ledger", pattern=r"^[^\s+]+$")
+    ledger_vkey: str = ""  # pin the remote ledger's checkpoint key (name+id+key); empty: trust on first use
+    ledger_token_file: str = ""  # file holding the ledger admin token (only to enrol this kiosk's key)
 
 
 class TranscriptionSettings(Strict):

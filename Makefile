@@ -29,3 +29,15 @@ bench: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Install the service: code stays in this checkout (PREFIX), units go to systemd with paths filled in.
+PREFIX ?= $(CURDIR)
+UNITDIR ?= /etc/systemd/system
+install: $(STAMP)
+	id -u testimony-kiosk >/dev/null 2>&1 || useradd --system --home /var/lib/testimony-kiosk --shell /usr/sbin/nologin testimony-kiosk
+	install -d -m 0755 /etc/testimony-kiosk
+	[ -f /etc/testimony-kiosk/kiosk.toml ] || install -m 0640 config/kiosk.toml /etc/testimony-kiosk/kiosk.toml
+	[ -f /etc/testimony-kiosk/room.toml ] || install -m 0640 rooms/standard.toml /etc/testimony-kiosk/room.toml
+	for u in systemd/*.service; do sed "s#/opt/testimony-kiosk#$(PREFIX)#g" $$u > $(UNITDIR)/$$(basename $$u); done
+	systemctl daemon-reload || true
+	@echo "installed; enable with: systemctl enable --now testimony-kiosk"

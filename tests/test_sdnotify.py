@@ -1,0 +1,39 @@
+"""READY and WATCHDOG notifications reach a real datagram socket the way systemd would read them."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from kiosk import sdnotify
+
+
+def test_notify_and_watchdog_send_to_the_notify_socket(tmp_path: Path, monkeypatch):
+    path = tmp_path / "notify.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(path))
+    server.settimeout(3)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    assert sdnotify.notify("READY=1")
+    assert server.recv(100) == b"READY=1"
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    healthy = {"ok": True}
+    stop = sdnotify.start_watchdog(lambda: healthy["ok"])
+    try:
+        assert server.recv(100) == b"WATCHDOG=1"
+        healthy["ok"] = False
+        server.settimeout(0.5)
+        while True:  # drain pings already in flight, then expect silence
+            try:
+                server.recv(100)
+            except TimeoutError:
+                break
+    finally:
+        stop.set()
+        server.close()
+
+
+def test_notify_is_a_no_op_outside_systemd(monkeypatch):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert sdnotify.notify("READY=1") is False

@@ -219,6 +219,17 @@ def demo_court_identity(data_dir: Path) -> tuple[Path, str]:
     return path, demo_court_recipient(path)
 
 
+def ensure_demo_court(settings) -> Path:
+    """For `kiosk demo` with no configured recipients: make the DEMO court identity (outside the data
+    dir) and seal to it. Returns the identity path (the demo prints it so `age -d -i` can be tried)."""
+    from ..config import CourtRecipient
+
+    path, recipient = demo_court_identity(settings.storage.data_dir)
+    if recipient not in {r.recipient for r in settings.custody.recipients}:
+        settings.custody.recipients.append(CourtRecipient(name="demo-court", recipient=recipient))
+    return path
+
+
 def demo_court_recipient(identity_path: Path) -> str:
     return str(load_identity(identity_path).to_public())
 

@@ -75,6 +75,7 @@ class TranscriptionSettings(Strict):
     enabled: bool = True
     models_dir: Path = Path("models")
     models: dict[str, Path] = {}  # language -> model directory (overrides models_dir/<lang>)
+    nice: int = Field(10, ge=0, le=19)  # the worker yields CPU to capture and encoding; it catches up later
 
 
 class TurnServer(Strict):

@@ -157,9 +157,12 @@ class LiveService:
         if s is None:
             return
         self.bus.publish({"type": "session", "session": s.public_summary(), "event": kind})
-        if kind == "session-end" and self.loop is not None:
-            with contextlib.suppress(RuntimeError):
-                asyncio.run_coroutine_threadsafe(self._session_ended(s), self.loop)
+        if kind == "session-end" and self.loop is not None and not self.loop.is_closed():
+            coro = self._session_ended(s)
+            try:
+                asyncio.run_coroutine_threadsafe(coro, self.loop)
+            except RuntimeError:  # the server is shutting down
+                coro.close()
 
     async def _session_ended(self, s: Session) -> None:
         self.invites.revoke_session(s.info.id)

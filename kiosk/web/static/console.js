@@ -124,7 +124,7 @@
       const r = await kiosk.api("/api/invites", Object.fromEntries(f.entries()));
       $("invite-result").hidden = false;
       // the QR code is SVG rendered by the kiosk itself from the link (no user text in it)
-      const svg = new DOMParser().parseFromString(r.qr_svg, "image/svg+xml").documentElement;
+      const svg = new DOMParser().parseFromString(r.qr_svg, "text/html").querySelector("svg");
       $("invite-qr").replaceChildren(document.importNode(svg, true));
       $("invite-url").value = r.url;
     } catch (e) { note(e.message); }

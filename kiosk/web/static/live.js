@@ -199,7 +199,12 @@ kiosk.Viewer = class {
       }
       if (s.type === "candidate-pair" && s.state === "succeeded" && s.currentRoundTripTime !== undefined) rtt = s.currentRoundTripTime;
     });
-    const last = this.last || {t: now, frames, bytes, lost, received};
+    if (!this.last || this.lastPc !== this.pc) {
+      this.last = {t: now, frames, bytes, lost, received};
+      this.lastPc = this.pc;
+      return null;
+    }
+    const last = this.last;
     const dt = Math.max(0.001, (now - last.t) / 1000);
     const q = {
       fps: (frames - last.frames) / dt,

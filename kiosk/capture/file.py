@@ -59,6 +59,7 @@ class FileCamera(VideoSource):
         self._current: np.ndarray | None = None
         self._current_time = -1.0
         self._next_retry = 0.0
+        self._next_check = 0.0
         self._size = (0, 0)
 
     def open(self) -> None:
@@ -88,6 +89,12 @@ class FileCamera(VideoSource):
                 return None
         if self._origin is None:
             self._origin = t
+        now = time.monotonic()
+        if now >= self._next_check:  # an unplugged disk or a deleted file is a lost device
+            self._next_check = now + RETRY_S
+            if not self.spec.path.exists():
+                self._fail(f"file {self.spec.path.name} disappeared")
+                return None
         want = t - self._origin
         try:
             while self._current_time < want:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -77,6 +78,7 @@ class MediaPipeline:
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
         self.media_t0 = 0.0
+        self.disk_full = False
         hub.video_time_base = self.video.time_base
         hub.audio_time_base = self.mix_encoder.time_base
         hub.keyframe_min_gap_s = settings.encoder.keyframe_min_gap_s
@@ -181,6 +183,7 @@ class MediaPipeline:
 
     def _housekeeping(self) -> None:
         self.session.check_clock()
+        self._check_disk()
         for src in [*self.cameras, *self.mics]:
             if src.status.changes != self._source_changes[src.name]:
                 first = self._source_changes[src.name] == -1
@@ -194,10 +197,13 @@ class MediaPipeline:
         frames = []
         for cam, size in zip(self.cameras, self.compositor.sizes(), strict=False):  # "single" shows camera 0
             try:
-                frames.append(cam.frame_at(t, size))
+                img = cam.frame_at(t, size)
             except Exception as exc:  # noqa: BLE001 - a broken source must not stop the recording
                 cam.status.set("failed", f"{type(exc).__name__}: {exc}")
-                frames.append(None)
+                img = None
+            if img is not None and cam.status.state == "failed":
+                cam.status.set("ok", "signal restored")
+            frames.append(img)
         if any(f is None for f in frames):
             self.stats.frames_slate += 1
         canvas = self.compositor.compose(frames)
@@ -242,8 +248,30 @@ class MediaPipeline:
     def _recording_failed(self, exc: BaseException) -> None:
         log.error("recording stopped: %s", exc)
         self._want_recording = False
-        self.session.record("recording-error", error=f"{type(exc).__name__}: {exc}")
-        self._close_segment()
+        if self.recorder and self.recorder.is_open:
+            try:
+                self.recorder.abort_segment()
+                self.stats.segments_closed += 1
+            except Exception:  # noqa: BLE001 - recovery at next start closes it
+                log.exception("could not close the failed segment; start-up recovery will")
+        try:
+            self.session.record("recording-error", error=f"{type(exc).__name__}: {exc}",
+                                note="recording stopped; every complete fragment is kept and sealed")
+        except OSError:
+            log.error("could not log the recording error (disk full?)")
+
+    def _check_disk(self) -> None:
+        """Stop cleanly while there is still room to close, seal and log, rather than at ENOSPC."""
+        if not (self.recorder and self.recorder.is_open):
+            return
+        free = shutil.disk_usage(self.session.dir).free
+        reserve = self.settings.storage.min_free_mb * 2**20
+        if free < reserve:
+            self._want_recording = False
+            self._close_segment()
+            self.disk_full = True
+            self.session.record("disk-full", free_bytes=free, reserve_bytes=reserve,
+                                note="recording stopped cleanly; recorded segments closed and sealed")
 
     def _segment_closed(self, session_dir: Path, seg: SegmentIndex) -> None:
         self.session.record("segment-closed", index=seg.index, start=seg.start, end=seg.end,
@@ -257,7 +285,9 @@ class MediaPipeline:
         for mic in self.mics:
             try:
                 pcm = mic.pcm(start, OPUS_FRAME)
-            except Exception as exc:  # noqa: BLE001
+                if mic.status.state == "failed":
+                    mic.status.set("ok", "signal restored")
+            except Exception as exc:  # noqa: BLE001 - a broken microphone gives silence, not a stop
                 mic.status.set("failed", f"{type(exc).__name__}: {exc}")
                 pcm = np.zeros(OPUS_FRAME, np.float32)
             blocks.append(pcm)

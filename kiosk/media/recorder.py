@@ -96,7 +96,14 @@ class SegmentRecorder:
         self._last_video_pts = start_frame - 1
         self.current = seg
         self._media_t0 = media_t0
+        self._aborted = False
         return seg
+
+    def abort_segment(self) -> SegmentIndex | None:
+        """A write failed: close what can be closed and keep every whole fragment."""
+        if self.current is not None:
+            self._aborted = True
+        return self.close_segment()
 
     def segment_age(self, frame: int) -> float:
         """Seconds of media in the open segment if `frame` were added."""
@@ -126,14 +133,24 @@ class SegmentRecorder:
             self.current.audio_samples += 960
 
     def close_segment(self) -> SegmentIndex | None:
+        """Finish the open segment: flush, fsync, close its index, tell the sealer. A write error on the
+        way (disk full) cuts the file back to its last whole fragment and counts what it really holds."""
         if self.current is None:
             return None
         seg = self.current
+        path = seg_files.media_path(self.session_dir, seg.index)
         try:
             self._container.close()
-        except av.error.FFmpegError as exc:  # e.g. disk full while writing the last fragment
+        except (av.error.FFmpegError, OSError) as exc:  # e.g. disk full while writing the last fragment
             log.error("segment %s closed with error: %s", seg.file, exc)
-        path = seg_files.media_path(self.session_dir, seg.index)
+            self._aborted = True
+        if self._aborted:
+            from .recovery import close_interrupted
+
+            frames, _ = close_interrupted(path)
+            seg.video_frames = frames
+            self._last_video_pts = self._video_base + frames - 1
+            seg.audio_samples = round(frames * 48000 / self.fps)
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)

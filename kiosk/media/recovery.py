@@ -1,15 +1,14 @@
 """Start-up recovery of sessions interrupted by a crash, kill or power cut.
 
 A segment whose index says `closed: false` was being written when the process died. Its fragmented MP4
-plays up to the last complete fragment; recovery copies exactly those packets into a clean file (no
-re-encode), closes the index with the true end time, ends the session, and says so in its event log.
+plays up to the last complete fragment; recovery cuts off the torn fragment in place (no re-encode,
+no free space needed), closes the index with the true end time, ends the session, and says so in its event log.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,39 +16,22 @@ import av
 
 from ..session import META_FILE, Session, State
 from . import segments as seg_files
-from .recorder import MP4_OPTIONS
+from .fragments import truncate_to_complete
 
 log = logging.getLogger("kiosk.recovery")
 
 
-def remux_complete_part(path: Path) -> tuple[int, float]:
-    """Rewrite `path` keeping every packet that can still be read. Returns (video frames, seconds)."""
-    tmp = path.with_suffix(".recovering.mp4")
+def close_interrupted(path: Path) -> tuple[int, float]:
+    """Cut a segment back to its last whole fragment and count what it holds: (video frames, seconds)."""
+    truncate_to_complete(path)
     frames, end = 0, 0.0
     with av.open(str(path)) as src:
-        out = av.open(str(tmp), "w", format="mp4", options=MP4_OPTIONS)
-        mapping = {}
-        for s in src.streams:
-            o = out.add_stream_from_template(s)
-            o.metadata.update(s.metadata)
-            o.disposition = s.disposition
-            mapping[s.index] = o
-        try:
-            for packet in src.demux():
-                if packet.dts is None or packet.size == 0:
-                    continue
-                if packet.stream.type == "video":
-                    frames += 1
-                    end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
-                packet.stream = mapping[packet.stream.index]
-                out.mux(packet)
-        except (av.error.FFmpegError, OSError) as exc:
-            log.warning("segment %s readable up to %.2f s (%s)", path.name, end, exc)
-        out.close()
-    fd = os.open(tmp, os.O_RDONLY)
-    os.fsync(fd)
-    os.close(fd)
-    os.replace(tmp, path)
+        stream = src.streams.video[0]
+        for packet in src.demux(stream):
+            if packet.dts is None or packet.size == 0:
+                continue
+            frames += 1
+            end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
     return frames, end
 
 
@@ -57,11 +39,8 @@ def recover_session(session_dir: Path) -> dict | None:
     """Close what a dead process left open in one session. Returns a summary, or None if nothing to do."""
     session = Session.load(session_dir)
     open_segments = [s for s in seg_files.list_indexes(session_dir) if not s.closed]
-    stale_tmp = list(seg_files.segments_dir(session_dir).glob("*.recovering.mp4"))
-    if session.state is State.ENDED and not open_segments and not stale_tmp:
+    if session.state is State.ENDED and not open_segments:
         return None
-    for tmp in stale_tmp:
-        tmp.unlink()
     last_t = max([e.get("t", 0.0) for e in session.events()] + [s.end or s.start for s in
                                                                   seg_files.list_indexes(session_dir)])
     recovered = []
@@ -70,7 +49,7 @@ def recover_session(session_dir: Path) -> dict | None:
         frames, seconds = 0, 0.0
         if media.exists() and media.stat().st_size > 0:
             try:
-                frames, seconds = remux_complete_part(media)
+                frames, seconds = close_interrupted(media)
             except (av.error.FFmpegError, OSError) as exc:
                 log.error("segment %s unreadable: %s", media.name, exc)
         if frames == 0:

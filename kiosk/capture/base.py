@@ -68,6 +68,7 @@ class AudioSource(ABC):
         self.name = name
         self.role = role
         self.status = SourceStatus(name, kind)
+        self.session_offset = 0  # session sample of media sample 0 (set by the pipeline when it starts)
 
     @abstractmethod
     def open(self) -> None:

@@ -139,7 +139,9 @@ class SyntheticMicrophone(AudioSource):
         self.status.set("ok", f"synthetic voice '{self.voice()}', {len(self._lines)} lines")
 
     def pcm(self, start_sample: int, count: int) -> np.ndarray:
+        """Script lines and beeps are placed in session time, like the camera's picture."""
         out = np.zeros(count, np.float32)
+        start_sample += self.session_offset
         end = start_sample + count
         for line_start, pcm in self._lines:
             starts = [line_start]

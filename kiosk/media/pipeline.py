@@ -89,6 +89,8 @@ class MediaPipeline:
 
     def start(self) -> None:
         self.media_t0 = self.session.now()
+        for mic in self.mics:
+            mic.session_offset = round(self.media_t0 * 48000)
         self._thread = threading.Thread(target=self._run, name="media", daemon=True)
         self._thread.start()
 

@@ -315,9 +315,10 @@ def verify_ledger(db_path: Path, ledger_keys: list[VerifierKey], origin: str | N
     add = checks.append
     try:
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-        leaves = db.execute("SELECT idx, leaf, dedupe FROM entries ORDER BY idx").fetchall()
+        # read text columns as bytes: a flipped byte must be reported against its row, not crash the read
+        leaves = db.execute("SELECT idx, CAST(leaf AS BLOB), CAST(dedupe AS BLOB) FROM entries ORDER BY idx").fetchall()
         stored_nodes = db.execute("SELECT level, idx, hash FROM nodes ORDER BY level, idx").fetchall()
-        notes = db.execute("SELECT size, note FROM checkpoints ORDER BY size").fetchall()
+        notes = db.execute("SELECT size, CAST(note AS BLOB) FROM checkpoints ORDER BY size").fetchall()
         db.close()
     except sqlite3.Error as exc:
         return [Check("ledger database", False, f"{db_path}: {exc}")]
@@ -330,7 +331,7 @@ def verify_ledger(db_path: Path, ledger_keys: list[VerifierKey], origin: str | N
             add(Check(f"ledger entry {expected}", False, f"missing (next stored index is {idx})"))
             bad_entries += 1
             break
-        leaf = bytes(leaf) if isinstance(leaf, bytes | memoryview) else str(leaf).encode()
+        leaf = bytes(leaf)
         tree.append(merkle.leaf_hash(leaf))
         try:
             stmt = parse_leaf_unchecked(leaf)
@@ -341,7 +342,8 @@ def verify_ledger(db_path: Path, ledger_keys: list[VerifierKey], origin: str | N
             bad_entries += 1
             continue
         problems = []
-        if dedupe != dedupe_key(stmt):
+        expected_key = dedupe_key(stmt)
+        if dedupe != (None if expected_key is None else expected_key.encode()):
             problems.append("stored dedupe key does not match the statement")
         if stmt["type"] == KEY_ENROLLED and stmt["key"] in ledger_pubs:
             body = stmt["body"]
@@ -374,7 +376,10 @@ def verify_ledger(db_path: Path, ledger_keys: list[VerifierKey], origin: str | N
     for size, note in notes:
         name = f"checkpoint {size}"
         try:
-            cp = verify_checkpoint(note, ledger_keys, origin)
+            cp = verify_checkpoint(bytes(note).decode("utf-8"), ledger_keys, origin)
+        except UnicodeDecodeError:
+            add(Check(name, False, "signed note is not UTF-8 text"))
+            continue
         except CheckpointError as exc:
             add(Check(name, False, str(exc)))
             continue

@@ -124,6 +124,8 @@ class FileSource:
         self.language = language
         self.case_reference = case_reference
         streams, found = probe_mic_streams(path)
+        with av.open(str(path)) as c:
+            self.duration = float(c.duration / 1_000_000) if c.duration else None
         if not streams:
             raise ValueError(f"{path} has no microphone audio streams")
         if roles and len(roles) != len(streams):
@@ -147,7 +149,8 @@ class FileSource:
                 "source": self.path.name}
 
     def segments(self) -> list[AudioSegment]:
-        return [AudioSegment(0, self.path, self.start, None, True, list(self.roles), list(self.streams))]
+        end = self.start + self.duration if self.duration else None
+        return [AudioSegment(0, self.path, self.start, end, True, list(self.roles), list(self.streams))]
 
     def held(self, seg: AudioSegment) -> bool:
         return False

@@ -116,6 +116,8 @@ class Transcriber:
         self._open_since: dict[int, float] = {}
         self.audio_seconds = 0.0
         self.busy_seconds = 0.0
+        self.total_seconds = 0.0  # audio still to decode when the run started (for progress)
+        self._next_tick = 0.0
 
     # ------------------------------------------------------------ channels
 
@@ -170,6 +172,10 @@ class Transcriber:
         while True:
             ended = self.source.ended()  # read before listing, so no segment can appear after "ended"
             segs = self.source.segments()
+            self.total_seconds = self.audio_seconds + sum(
+                (s.end - s.start) * sum(1 for c in range(len(s.mic_streams) or 1)
+                                        if not self.journal.position(c).covers(s.index))
+                for s in segs if s.end is not None and (done is None or s.index > done))
             progressed = False
             for seg in segs:
                 if done is not None and seg.index <= done:
@@ -249,6 +255,9 @@ class Transcriber:
             feed.base += n
             end = max(end, block.start + n / TARGET_RATE)
             self.audio_seconds += n / TARGET_RATE
+            if self.progress and self.audio_seconds >= self._next_tick:
+                self._next_tick = self.audio_seconds + 30.0
+                self.progress(self._info(seg, end))
         for rec in need:
             self._drain(seg, rec, feeds[rec.channel], last=True)
         self._last, self._last_end = seg, seg.end if seg.end is not None else end
@@ -276,11 +285,15 @@ class Transcriber:
         if words is not None:
             self._commit(rec.channel, words, Position(seg.index, stop, complete=last))
 
-    def _report(self, seg: AudioSegment, segs: list[AudioSegment]) -> None:
-        rtf = self.busy_seconds / self.audio_seconds if self.audio_seconds else None
-        info = {"segment": seg.index, "segments": len(segs), "done": sum(1 for s in segs if s.index <= seg.index),
-                "session_time": round(self._last_end or seg.start, 3), "audio_seconds": round(self.audio_seconds, 1),
+    def _info(self, seg: AudioSegment, session_time: float) -> dict:
+        rtf = self.busy_seconds / self.audio_seconds if self.audio_seconds and self.busy_seconds else None
+        return {"segment": seg.index, "session_time": round(session_time, 3),
+                "audio_seconds": round(self.audio_seconds, 1), "total_audio_seconds": round(self.total_seconds, 1),
                 "rtf": round(rtf, 3) if rtf else None, "words": len(self.journal.words)}
+
+    def _report(self, seg: AudioSegment, segs: list[AudioSegment]) -> None:
+        info = {**self._info(seg, self._last_end or seg.start), "segments": len(segs),
+                "done": sum(1 for s in segs if s.index <= seg.index)}
         write_status(self.out_dir, state="running", language=self.model.language, model=self.model.name,
                      pid=os.getpid(), transcribed_until=info["session_time"], segments_done=info["done"])
         if self.progress:
@@ -349,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="kiosk settings file (for the model lookup)")
     p.add_argument("--model", type=Path, help="model folder (the station resolves it; overrides the lookup)")
     p.add_argument("--model-name", help="how the transcript names the model")
+    p.add_argument("--pending", metavar="REASON", help="no model: only release holds, leave the transcript pending")
     p.add_argument("--nice", type=int, default=None, help="lower this process's CPU priority by N")
     args = p.parse_args(argv)
     setup_logging()
@@ -363,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         lock = take_lock(out)
         language = source.language or "und"
         try:
+            if args.pending:
+                raise ModelMissing(language, args.pending, str(session_dir))
             if args.model:
                 model = ModelInfo(language, args.model.resolve(), "given", args.model_name or args.model.name)
             else:

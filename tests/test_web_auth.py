@@ -264,6 +264,26 @@ def test_an_admitted_judge_admits_and_removes_others(room, clients):
     assert by == ["judge:judge tester", "judge:judge tester"]
 
 
+def test_a_party_of_an_earlier_session_hears_nothing_of_the_next(room, clients):
+    """Runs last in this module: it ends the module's session."""
+    defence = clients[Role.DEFENCE]
+    cookie = "; ".join(f"{k}={v}" for k, v in defence.cookies.items())
+    messages = []
+    with ws_connect(room.base.replace("http://", "ws://") + "/ws", additional_headers={"Cookie": cookie}) as ws:
+        hello = json.loads(ws.recv(timeout=5))
+        assert hello["session"]["case_reference"] == "TEST-0001"
+        room.new_session("TEST-0002")
+        try:
+            while True:
+                messages.append(json.loads(ws.recv(timeout=1.5)))
+        except TimeoutError:
+            pass
+    assert any(m["type"] == "ended" for m in messages)
+    assert not any("TEST-0002" in json.dumps(m) for m in messages)
+    assert defence.get("/api/session").status_code == 401
+    assert defence.get("/view").status_code == 401
+
+
 def test_whep_before_the_first_picture_is_409_with_retry_after(tmp_path):
     """Unit test of the 'not live yet' branch (the real pipeline encodes its first frame within ms)."""
     from kiosk.session import Session

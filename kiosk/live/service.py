@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import KioskError, SessionNotFound, SessionStateError
 from ..session import Session, State
-from .bus import Bus, everyone, to_participant
+from .bus import Audience, Bus, everyone, to_participant
 from .invites import Invite, InviteBook
 from .peers import LivePeer, PeerManager, ice_servers
 from .presence import Admission, Participant, Roster
@@ -66,6 +66,19 @@ def to_admitters(principal: Any) -> bool:
         return True
     p = getattr(principal, "participant", None)
     return principal.role in ADMITTERS and p is not None and p.admission == Admission.ADMITTED
+
+
+def in_session(session_id: str, audience: Audience = everyone) -> Audience:
+    """Operators, and participants of this session only: a party invited to an earlier session never
+    hears of the next one (another case, another child)."""
+
+    def check(principal: Any) -> bool:
+        p = getattr(principal, "participant", None)
+        if principal.role != Role.OPERATOR and (p is None or p.session_id != session_id):
+            return False
+        return audience(principal)
+
+    return check
 
 
 class LiveService:
@@ -145,7 +158,7 @@ class LiveService:
             if s is not None and s.info.id not in self._watched:
                 self._watched.add(s.info.id)
                 s.add_listener(self._session_event)
-                self.bus.publish({"type": "session", "session": s.public_summary()})
+                self.bus.publish({"type": "session", "session": s.public_summary()}, in_session(s.info.id))
             await asyncio.sleep(0.25)
 
     def _session_event(self, entry: dict) -> None:
@@ -156,7 +169,7 @@ class LiveService:
         s = self.station.session
         if s is None:
             return
-        self.bus.publish({"type": "session", "session": s.public_summary(), "event": kind})
+        self.bus.publish({"type": "session", "session": s.public_summary(), "event": kind}, in_session(s.info.id))
         if kind == "session-end" and self.loop is not None and not self.loop.is_closed():
             coro = self._session_ended(s)
             try:
@@ -167,7 +180,7 @@ class LiveService:
     async def _session_ended(self, s: Session) -> None:
         self.invites.revoke_session(s.info.id)
         await self.peers.close_where(lambda p: p.session_id == s.info.id, "session ended")
-        self.bus.publish({"type": "ended", "session": s.public_summary()})
+        self.bus.publish({"type": "ended", "session": s.public_summary()}, in_session(s.info.id))
 
     # ------------------------------------------------------------ invites and the lobby
 
@@ -214,9 +227,12 @@ class LiveService:
         return {**p.public(), "streaming": bool(self.peers.for_participant(p.id))}
 
     def _roster_changed(self, p: Participant | None = None) -> None:
-        self.bus.publish(
-            {"type": "participants", "participants": [self.me(x) for x in self.participants()]}, to_admitters
-        )
+        s = self.station.session
+        if s is not None:
+            self.bus.publish(
+                {"type": "participants", "participants": [self.me(x) for x in self.participants()]},
+                in_session(s.info.id, to_admitters),
+            )
         if p is not None:
             self.bus.publish({"type": "me", "me": self.me(p)}, to_participant(p.id))
 
@@ -336,4 +352,4 @@ class LiveService:
             self.bus.publish({"type": "status", "status": status, "at": time.time()}, lambda pr: pr.role == Role.OPERATOR)
 
 
-__all__ = ["LiveService", "NotAdmitted", "SessionNotLive", "Viewer", "everyone", "to_admitters"]
+__all__ = ["LiveService", "NotAdmitted", "SessionNotLive", "Viewer", "everyone", "in_session", "to_admitters"]

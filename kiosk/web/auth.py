@@ -185,18 +185,23 @@ class SignIns:
 def principals(conn: HTTPConnection) -> list[Principal]:
     """Everyone this request could be acting as: a Bearer viewer token, an operator cookie, a viewer cookie."""
     ctx = conn.app.state.kiosk
+    current = ctx.station.session
+    current_id = current.info.id if current is not None else None
+
+    def participant(token: str) -> Principal | None:
+        # a viewer token is bound to its session: once the room moves on to another one it opens nothing
+        p = ctx.live.roster.by_token(token)
+        return Principal(p.role, p.name, p) if p is not None and p.session_id == current_id else None
+
     found: list[Principal] = []
     header = conn.headers.get("authorization", "")
-    if header[:7].lower() == "bearer ":
-        p = ctx.live.roster.by_token(header[7:].strip())
-        if p is not None:
-            found.append(Principal(p.role, p.name, p))
+    if header[:7].lower() == "bearer " and (pr := participant(header[7:].strip())):
+        found.append(pr)
     name = ctx.sign_ins.lookup(conn.cookies.get(OPERATOR_COOKIE))
     if name:
         found.append(Principal(Role.OPERATOR, name))
-    p = ctx.live.roster.by_token(conn.cookies.get(VIEWER_COOKIE, ""))
-    if p is not None:
-        found.append(Principal(p.role, p.name, p))
+    if pr := participant(conn.cookies.get(VIEWER_COOKIE, "")):
+        found.append(pr)
     return found
 
 

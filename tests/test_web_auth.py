@@ -304,3 +304,23 @@ def test_whep_before_the_first_picture_is_409_with_retry_after(tmp_path):
             assert "starting" in r.json()["detail"]
     finally:
         server.stop()
+
+
+def test_an_invite_opens_once_even_when_two_browsers_race():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kiosk.live.invites import InviteBook, InviteRefused
+
+    book = InviteBook()
+    _invite, token = book.issue("S1", Role.DEFENCE, "race", ttl_minutes=5)
+
+    def attempt(_):
+        try:
+            book.redeem(token)
+            return "in"
+        except InviteRefused as exc:
+            return exc.reason
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(attempt, range(32)))
+    assert outcomes.count("in") == 1 and set(outcomes) == {"in", "used"}

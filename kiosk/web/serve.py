@@ -105,7 +105,7 @@ def run_serve(args) -> int:
     if args.operator_link:
         print(f"kiosk: one-time console link: {base}/login/once/{ctx.sign_ins.mint_link_token('local')}", flush=True)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", ssl_certfile=args.tls_cert,
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, ssl_certfile=args.tls_cert,
                     ssl_keyfile=args.tls_key, lifespan="on")
     finally:
         station.close()
@@ -170,7 +170,7 @@ def start_background_server(station: Station, host: str = "127.0.0.1", port: int
     shown_host = f"[{host}]" if ":" in host else host
     base = public_url or f"http://{shown_host}:{bound}"
     app = create_app(station, public_url=base)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", ws_ping_interval=20)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", ws_ping_interval=20)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="kiosk-web", daemon=True)
     thread.start()

@@ -91,6 +91,7 @@ def verify_session(session_dir: Path, *, kiosk_keys: list[bytes] | None = None,
         claimed_raw = public_raw(claimed)
     except (KeyFileError, KeyError, TypeError) as exc:
         add(Check("kiosk key", False, f"manifest names no usable kiosk key ({exc})"))
+        add(Check("manifest signature", False, "cannot be checked without the kiosk key"))
         return checks
     if kiosk_keys is not None:
         if claimed_raw in kiosk_keys:

@@ -85,7 +85,7 @@ def session_action(
 
 def qr_svg(url: str) -> str:
     """QR code of an invite link as inline SVG (no external image, no JS library)."""
-    return segno.make(url, error="m").svg_inline(scale=4, border=2, dark="#1d2a38", light="#ffffff")
+    return segno.make(url, error="m").svg_inline(scale=6, border=2, dark="#1d2a38", light="#ffffff")
 
 
 @router.post("/invites", status_code=201)

@@ -28,6 +28,8 @@ import threading
 from pathlib import Path
 
 import httpx
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 
 from ..errors import KioskError, LedgerConflict
 from . import merkle
@@ -72,10 +74,7 @@ def _read_tokens(path: Path) -> list[str]:
     return [t.strip() for t in path.read_text().splitlines() if t.strip() and not t.startswith("#")]
 
 
-def create_app(ledger: Ledger, client_tokens: list[str], admin_tokens: list[str]):
-    from fastapi import Depends, FastAPI, HTTPException, Request
-    from fastapi.responses import JSONResponse
-
+def create_app(ledger: Ledger, client_tokens: list[str], admin_tokens: list[str]) -> FastAPI:
     app = FastAPI(title="testimony-kiosk ledger", docs_url=None, redoc_url=None, openapi_url=None)
 
     def bearer(request: Request) -> str:

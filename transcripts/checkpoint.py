@@ -65,12 +65,10 @@ def private_dir(path: Path) -> Path:
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Replace a file whole (write, fsync, rename), readable by the owner only."""
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data.encode() if isinstance(data, str) else data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
 
@@ -148,11 +146,9 @@ class Journal:
     def _append(self, entry: dict) -> None:
         line = (json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n").encode()
         created = not self.path.exists()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with os.fdopen(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as fh:
+            fh.write(line)  # one write of one line: a kill leaves at most a torn last line
+            fh.flush()
+            os.fsync(fh.fileno())
         if created:
             fsync_dir(self.path.parent)

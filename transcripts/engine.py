@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+import threading
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -34,6 +35,13 @@ QUIET_CAP = 32768 * 10 ** (-30 / 20)  # above -30 dBFS is never quiet, however n
 QUIET_OVER_FLOOR = 4.0  # 12 dB over the utterance's own noise floor still counts as quiet
 MAX_UTTERANCE_S = 30.0  # past this, cut at the next endpoint even if the tail is not quiet
 HARD_MAX_UTTERANCE_S = 45.0  # and past this, cut regardless (bounds memory and resume work)
+
+
+# Warm recognisers for reuse within a process. A new KaldiRecognizer composes its decoding graph lazily
+# and spends ~2 s of CPU warming that cache; after a cut its state is as good as new, so one that a
+# finished transcription hands back makes the next one (e.g. `kiosk transcribe` runs in tests) start warm.
+_pool: dict[int, list[tuple[object, int]]] = {}
+_pool_lock = threading.Lock()
 
 
 @cache
@@ -82,11 +90,17 @@ class ChannelRecognizer:
         from vosk import KaldiRecognizer
 
         self.channel, self.speaker = channel, speaker
-        self._rec = KaldiRecognizer(model, TARGET_RATE)
-        self._rec.SetWords(True)
-        self._fed = 0  # samples given to this recogniser: vosk's own time base
+        self._model = model
+        with _pool_lock:
+            pooled = _pool.get(id(model))
+            rec, fed = pooled.pop() if pooled else (None, 0)
+        if rec is None:
+            rec = KaldiRecognizer(model, TARGET_RATE)
+            rec.SetWords(True)
+        self._rec = rec
+        self._fed = fed  # samples given to this recogniser over its life: vosk's own time base
         self._anchors: list[tuple[int, float]] = []  # (fed samples, session time) at each discontinuity
-        self._utt_start = 0  # fed-sample count where the current utterance began
+        self._utt_start = fed  # fed-sample count where the current utterance began
         self._tail = np.zeros(0, np.int16)
         self._levels: list[float] = []  # 20 ms RMS levels of the current utterance
 
@@ -135,6 +149,13 @@ class ChannelRecognizer:
                     end=round(self.session_time(float(w["end"])), 3),
                     conf=round(float(w.get("conf", 0.0)), 4), word=str(w["word"]),
                     speaker=self.speaker, channel=self.channel)
+
+    def close(self) -> None:
+        """Hand the recogniser back for reuse in this process (only between utterances)."""
+        if self._rec is not None and not self.pending:
+            with _pool_lock:
+                _pool.setdefault(id(self._model), []).append((self._rec, self._fed))
+        self._rec = None
 
     def session_time(self, stream_s: float) -> float:
         """Map a time in vosk's stream (seconds of audio fed) to the session clock."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from .checkpoint import write_atomic
+from .checkpoint import private_dir, write_atomic
 from .engine import Word
 
 LABEL = "Unedited machine transcript"
@@ -171,6 +171,7 @@ def write_all(out_dir: Path, words: Iterable[Word], meta: TranscriptMeta) -> dic
     texts = {"vtt": to_vtt(words, meta), "srt": to_srt(words), "json": to_json(words, meta),
              "html": to_html(words, meta)}
     paths = {}
+    private_dir(out_dir)
     for kind, name in OUTPUTS.items():
         paths[kind] = out_dir / name
         write_atomic(paths[kind], texts[kind])

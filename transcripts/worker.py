@@ -308,6 +308,9 @@ class Transcriber:
         for seg in segs:
             self._seen.setdefault(seg.index, seg)
         self._release_covered()
+        for rec in self.recognizers.values():
+            rec.close()
+        self.recognizers.clear()
         roles = self.roles
         meta = TranscriptMeta(
             language=self.model.language, model=self.model.name,

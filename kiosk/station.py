@@ -188,6 +188,43 @@ class Station:
             "viewers": self.hub.subscriber_count,
         }
 
+    def media_running(self) -> bool:
+        """True while the media thread produces pictures (live viewers can be fed)."""
+        p = self.pipeline
+        return bool(p and p.alive and p.stats.frames_encoded > 0)
+
+    def health(self) -> dict:
+        """What /healthz and the console status strip show: no names, no case data, no secrets."""
+        from .session import clock_sync_state
+
+        items: list[dict] = []
+        p = self.pipeline
+        running = p is not None and self.session is not None and self.session.state is not State.ENDED
+        if running:
+            for src in [*p.cameras, *p.mics]:
+                items.append({"item": f"device:{src.name}", "ok": src.status.state == "ok",
+                              "detail": src.status.state})
+            items.append({"item": "media", "ok": p.alive, "detail": "running" if p.alive else "stopped"})
+        disk = self.disk_status()
+        items.append({"item": "disk", "ok": not disk["warn"] and not (p and p.disk_full),
+                      "detail": f"{disk['free_bytes'] / 2**30:.1f} GiB free, ~{disk['minutes_left']:.0f} min of recording"})
+        if self.custody is not None:
+            try:
+                size = self.custody.ledger.size()
+                items.append({"item": "ledger", "ok": True, "detail": f"reachable, {size} entries"})
+            except Exception as exc:  # noqa: BLE001 - unreachable service is exactly what we report
+                items.append({"item": "ledger", "ok": False, "detail": f"unreachable: {type(exc).__name__}"})
+        sync = clock_sync_state()
+        items.append({"item": "clock", "ok": bool(sync["synchronised"]),
+                      "detail": "synchronised" if sync["synchronised"] else "not synchronised (NTP)"})
+        if self.transcriber is not None:
+            alive = self.transcriber.alive() if hasattr(self.transcriber, "alive") else True
+            items.append({"item": "transcriber", "ok": alive, "detail": "alive" if alive else "not running"})
+        critical = [i for i in items if not i["ok"] and i["item"] in ("media", "disk", "ledger")]
+        return {"status": "ok" if all(i["ok"] for i in items) else ("failing" if critical else "degraded"),
+                "recording": bool(running and p.recording), "items": items,
+                "disk": {"free_bytes": disk["free_bytes"], "minutes_left": disk["minutes_left"]}}
+
     def close(self) -> None:
         with self._lock:
             if self.session is not None and self.session.state is not State.ENDED:

@@ -293,7 +293,7 @@ def test_whep_before_the_first_picture_is_409_with_retry_after(tmp_path):
     session = Session.create(tmp_path, "liveroom", "C-1", "Child", "I", "en")
     station = SimpleNamespace(settings=settings, room=room_profile, data_dir=tmp_path, session=session, hub=None,
                               pipeline=SimpleNamespace(stats=SimpleNamespace(frames_encoded=0)),
-                              status=lambda: {})
+                              status=lambda: {}, media_running=lambda: False)
     server = start_background_server(station)
     try:
         server.ctx.operators.add("op", "long enough password")
@@ -324,3 +324,33 @@ def test_an_invite_opens_once_even_when_two_browsers_race():
     with ThreadPoolExecutor(8) as pool:
         outcomes = list(pool.map(attempt, range(32)))
     assert outcomes.count("in") == 1 and set(outcomes) == {"in", "used"}
+
+
+def test_healthz_is_public_and_says_nothing_about_the_case(tmp_path: Path):
+    """A monitoring probe needs no account; the answer names devices and resources, never people."""
+    from kiosk.station import Station
+
+    settings = load_settings()
+    settings.storage.data_dir = tmp_path / "data"
+    settings.storage.min_free_mb = 0
+    settings.storage.max_session_minutes = 1
+    settings.transcription.enabled = False
+    station = Station(settings, load_room(write_live_room(tmp_path)), seal=False)
+    station.create_session("CASE-SECRET-42", "Pseudonym Zebra", "Interviewer Q")
+    server = start_background_server(station)
+    try:
+        r = httpx.get(f"{server.base_url}/healthz")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        names = {i["item"] for i in body["items"]}
+        assert {"media", "disk", "clock"} <= names
+        assert any(n.startswith("device:") for n in names)
+        for secret in ("CASE-SECRET-42", "Zebra", "Interviewer Q"):
+            assert secret not in r.text
+        station.pipeline._stop.set()  # the media thread dies: recording is at risk
+        station.pipeline._thread.join(5)
+        r = httpx.get(f"{server.base_url}/healthz")
+        assert r.status_code == 503 and r.json()["status"] == "failing"
+    finally:
+        server.stop()
+        station.close()

@@ -296,8 +296,7 @@ class LiveService:
 
     def _media_flowing(self) -> bool:
         """The station's pipeline has encoded a picture (it starts with the session, before recording)."""
-        pipeline = getattr(self.station, "pipeline", None)
-        return pipeline is not None and pipeline.stats.frames_encoded > 0
+        return self.station.media_running()
 
     async def close_stream(self, peer_id: str, reason: str = "viewer hung up") -> None:
         await self.peers.close(peer_id, reason)

@@ -117,6 +117,10 @@ class MediaPipeline:
         self.video.close()
 
     @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def recording(self) -> bool:
         return self.recorder is not None and self.recorder.is_open
 

@@ -60,7 +60,7 @@ def _wants_html(request: Request) -> bool:
 
 def create_app(station: Station, *, data_dir: Path | None = None, public_url: str | None = None) -> FastAPI:
     """One app per station. `data_dir` (default: the station's) holds operators.json."""
-    from . import routes_pages, routes_session, routes_whep, routes_ws
+    from . import routes_health, routes_pages, routes_session, routes_whep, routes_ws
 
     settings = station.settings
     data = Path(data_dir or getattr(station, "data_dir", None) or settings.storage.data_dir)
@@ -116,7 +116,7 @@ def create_app(station: Station, *, data_dir: Path | None = None, public_url: st
                               message=str(exc))
         return JSONResponse({"detail": str(exc)}, status_code=exc.http_status, headers=headers)
 
-    for module in (routes_pages, routes_session, routes_whep, routes_ws):
+    for module in (routes_pages, routes_session, routes_whep, routes_ws, routes_health):
         app.include_router(module.router)
     check_routes(app.routes)
     return app

@@ -104,12 +104,38 @@ def run_serve(args) -> int:
         print("kiosk: no operator accounts yet; add one with: kiosk operator add NAME", flush=True)
     if args.operator_link:
         print(f"kiosk: one-time console link: {base}/login/once/{ctx.sign_ins.mint_link_token('local')}", flush=True)
+    _notify_systemd_when_listening(host, port, station)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, ssl_certfile=args.tls_cert,
                     ssl_keyfile=args.tls_key, lifespan="on")
     finally:
         station.close()
     return 0
+
+
+def _notify_systemd_when_listening(host: str, port: int, station) -> None:
+    """READY=1 once the port accepts connections; WATCHDOG=1 while the media thread (if any) is alive."""
+    import socket
+    import threading
+    import time
+
+    from .. import sdnotify
+
+    def healthy() -> bool:
+        p, s = station.pipeline, station.session
+        return p is None or s is None or s.state.value == "ended" or p.alive
+
+    def wait_then_notify() -> None:
+        for _ in range(600):
+            try:
+                with socket.create_connection((host if host not in ("0.0.0.0", "::") else "127.0.0.1", port), 0.5):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        sdnotify.notify("READY=1")
+        sdnotify.start_watchdog(healthy)
+
+    threading.Thread(target=wait_then_notify, name="sd-notify", daemon=True).start()
 
 
 # ---------------------------------------------------------------- background server

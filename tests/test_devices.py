@@ -108,3 +108,31 @@ def test_microphone_source_reads_an_alsa_device_through_pyaudio(tmp_path: Path):
     assert out["peak_hz"] == pytest.approx(440, abs=15)
     assert out["rms"] > 0.2
     assert np.isfinite(out["rms"])
+
+
+def test_camera_that_vanishes_shows_slate_and_reconnects_when_it_returns(tmp_path: Path):
+    if not shutil.which("ffmpeg"):
+        pytest.skip("needs ffmpeg")
+    clip = tmp_path / "cam.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=15", "-t", "2",
+                    "-pix_fmt", "yuv420p", str(clip)], check=True)
+    room_path = write_room(tmp_path, layout="single")
+    room_path.write_text(room_path.read_text().replace(
+        'kind = "synthetic"\nscene = "room"\nflash_every_s = 0.0', f'kind = "camera"\ndevice = "{clip}"'))
+    settings = load_settings(write_settings(tmp_path, storage={"min_free_mb": 0, "max_session_minutes": 1}))
+    settings.storage.data_dir = tmp_path / "data"
+    settings.transcription.enabled = False
+    station = Station(settings, load_room(room_path), seal=False)
+    session = station.create_session("CAM-2", "Synthetic", "Test")
+    station.start()
+    time.sleep(0.8)
+    unplugged = tmp_path / "unplugged.mp4"
+    clip.rename(unplugged)  # the device goes away; the open handle runs dry at the end of the clip
+    time.sleep(3.5)
+    unplugged.rename(clip)
+    time.sleep(2.5)
+    station.end()
+    states = [e["state"] for e in session.events() if e["type"] == "device-state"]
+    assert "reconnecting" in states or "no-signal" in states, states
+    assert states[-1] == "ok", states
+    assert station.pipeline.stats.frames_slate > 10

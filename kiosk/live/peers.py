@@ -112,6 +112,8 @@ class PeerManager:
         self._ice = ice or []
         self._on_closed = on_closed
         self._peers: dict[str, LivePeer] = {}
+        #: kind -> per-track packet gate for remote parties' tracks (the privacy mask); None: no gate
+        self.gate_factory: Callable[[str], Callable] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -124,7 +126,8 @@ class PeerManager:
         hub = self._hub()
         try:
             for kind in dict.fromkeys(m.kind for m in desc.media if m.kind in CODECS):
-                track = HubTrack(hub, kind)
+                gate = self.gate_factory(kind) if self.gate_factory and participant_id else None
+                track = HubTrack(hub, kind, gate)
                 transceiver = pc.addTransceiver(track, direction="sendonly")
                 prefs = [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType == CODECS[kind]]
                 transceiver.setCodecPreferences(prefs)

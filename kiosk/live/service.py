@@ -95,6 +95,8 @@ class LiveService:
         self._tasks: list[asyncio.Task] = []
         self._watched: set[str] = set()
         self._status_listeners = 0
+        #: called (on the loop) after every roster change: admission, page (dis)connect, stream start/stop
+        self.roster_listeners: list = []
 
     # ------------------------------------------------------------ lifecycle (on the server's loop)
 
@@ -235,6 +237,11 @@ class LiveService:
             )
         if p is not None:
             self.bus.publish({"type": "me", "me": self.me(p)}, to_participant(p.id))
+        for listener in list(self.roster_listeners):
+            try:
+                listener()
+            except Exception:  # noqa: BLE001 - a listener's fault must not break admission
+                log.exception("roster listener failed")
 
     async def admit(self, participant_id: str, by: str) -> Participant:
         self.session(self.roster.get(participant_id).session_id)  # only in this room's current session

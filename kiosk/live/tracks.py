@@ -9,6 +9,7 @@ per-viewer rebasing is needed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -20,10 +21,12 @@ class HubTrack(MediaStreamTrack):
     """Subscribes to the hub lazily on the first `recv()` (when the sender starts, i.e. once DTLS is up),
     so a viewer starts on a fresh keyframe instead of a backlog queued while ICE was connecting."""
 
-    def __init__(self, hub: PacketHub, kind: str) -> None:
+    def __init__(self, hub: PacketHub, kind: str, gate: Callable[[av.Packet], av.Packet] | None = None) -> None:
         super().__init__()
         self.kind = kind
         self._hub = hub
+        # the privacy mask (kiosk.examination.mask): may swap a packet for a black picture or silence
+        self._gate = gate
         self._sub: Subscription | None = None
         self.packets_sent = 0
         self.keyframes_sent = 0
@@ -37,6 +40,8 @@ class HubTrack(MediaStreamTrack):
         packet = await self._sub.get()
         if self.readyState != "live":
             raise MediaStreamError
+        if self._gate is not None:
+            packet = self._gate(packet)
         self.packets_sent += 1
         if self.kind == "video" and packet.is_keyframe:
             self.keyframes_sent += 1

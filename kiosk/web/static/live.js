@@ -8,6 +8,9 @@ kiosk.config = JSON.parse(document.getElementById("config").textContent);
 
 kiosk.$ = (id) => document.getElementById(id);
 
+// extra receivers of every live-update message (panels added by later features, e.g. examination.js)
+kiosk.listeners = kiosk.listeners || [];
+
 kiosk.text = (el, value) => { if (el) el.textContent = value == null ? "" : String(value); };
 
 kiosk.api = async (path, body) => {
@@ -60,7 +63,11 @@ kiosk.Socket = class {
       this.onStatus(true);
       this.ping = setInterval(() => { if (ws.readyState === 1) ws.send(JSON.stringify({type: "ping", t: Date.now()})); }, 10000);
     };
-    ws.onmessage = (ev) => { try { this.onMessage(JSON.parse(ev.data)); } catch (e) { console.error(e); } };
+    ws.onmessage = (ev) => {
+      let m;
+      try { m = JSON.parse(ev.data); this.onMessage(m); } catch (e) { console.error(e); }
+      if (m) for (const fn of kiosk.listeners) { try { fn(m); } catch (e) { console.error(e); } }
+    };
     ws.onclose = () => {
       clearInterval(this.ping);
       this.onStatus(false);

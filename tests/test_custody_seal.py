@@ -297,6 +297,21 @@ def test_start_up_recovery_completes_a_session_whose_manifest_was_not_written(co
     assert all_ok(checks), failures(checks)
 
 
+def test_start_up_recovery_seals_a_session_ended_by_crash_recovery(court):
+    data, identity, recipient = court
+    session, _ = make_session(data / "sessions", n_segments=2, end=False)
+    session.record("recovery", note="the kiosk stopped unexpectedly")
+    session.transition("end", reason="interrupted; ended by recovery")
+    sealer = Sealer(_settings(data), data, recipients=[recipient], isolate=False)
+    assert [r.sealed for r in sealer.recover()] == [[1, 2]]
+    assert sealer.recover()[0].already == [1, 2]  # a second start-up finds nothing to do
+    sealer.close()
+    manifest = json.loads((session.dir / "manifest.json").read_bytes())
+    assert manifest["facts"]["recovered"] is True
+    checks = verify_session(session.dir)
+    assert all_ok(checks), failures(checks)
+
+
 def test_demo_court_lives_beside_the_data_dir(tmp_path):
     data = tmp_path / "kiosk-data"
     path, recipient = demo_court_identity(data)

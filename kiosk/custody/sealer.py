@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Settings
-from ..errors import SealError
+from ..errors import LedgerConflict, SealError
 from ..logs import event as log_event
 from ..media import segments
 from .canonical import canonical_json, write_atomic
@@ -54,8 +54,15 @@ def open_ledger(settings: Settings, data_dir: Path) -> LedgerAPI:
 
 
 def ensure_enrolled(ledger: LedgerAPI, signer: Signer, role: str = "kiosk") -> None:
-    if not ledger.is_enrolled(signer.actor, signer.public_b64):
+    if ledger.is_enrolled(signer.actor, signer.public_b64):
+        return
+    try:
         ledger.enroll(signer.actor, signer.public_b64, role)
+    except LedgerConflict as exc:
+        raise LedgerConflict(
+            f"{exc}. The key of {signer.actor} is not enrolled at the ledger: on the ledger host run "
+            f"`kiosk ledger enrol --actor {signer.actor} --key <kiosk_ed25519.pub>`, or point "
+            "custody.ledger_token_file at its admin token") from None
 
 
 def proof_name(stmt_type: str, subject_tail: str) -> str:
@@ -210,7 +217,8 @@ class Sealer:
     # ------------------------------------------------------------ start-up
 
     def recover(self, data_dir: Path | None = None) -> list[RecoveryReport]:
-        """Finish half-done seals in every session; complete manifests of sessions that had ended."""
+        """Finish half-done seals in every session, and write the manifest and proofs of every ended
+        session that lacks them (including sessions ended by the recorder's crash recovery)."""
         import json
 
         root = Path(data_dir or self.data_dir) / SESSIONS_DIR
@@ -224,13 +232,21 @@ class Sealer:
                 state = None
             facts_path = session_dir / FACTS_FILE
             done = (session_dir / PROOFS_DIR / proof_name(MANIFEST_SEALED, "session")).exists()
-            if state == "ended" and facts_path.exists() and not done:
-                facts = json.loads(facts_path.read_bytes())
+            if state == "ended" and not done:
+                facts = json.loads(facts_path.read_bytes()) if facts_path.exists() else self._fallback_facts()
                 seal_manifest(session_dir, facts, kiosk_id=self.kiosk_id, signer=self.signer,
                               ledger=self.ledger, recipients=self.recipients)
                 write_proofs(session_dir, self.ledger, self.signer)
                 log_event(log, "session manifest completed after restart", session=session_dir.name)
         return reports
+
+    def _fallback_facts(self) -> dict:
+        """Facts for a session the kiosk did not end itself (ended by crash recovery)."""
+        from .. import __version__
+
+        return {"kiosk_id": self.kiosk_id, "software": {"name": "testimony-kiosk", "version": __version__},
+                "recovered": True,
+                "note": "device facts were not recorded: the kiosk stopped before the session ended normally"}
 
     def close(self) -> None:
         self._queue.put(None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -159,7 +160,7 @@ def _ledger_verify(args) -> int:
 
         path = ledger_key_path(s.storage.data_dir)
         keys = [VerifierKey.parse(vkey(s.custody.ledger_origin, public_raw(load_private_key(path).public_key())))]
-    checks = verify_ledger(db, keys, s.custody.ledger_origin)
+    checks = verify_ledger(db, keys, s.custody.ledger_origin, workers=os.cpu_count() or 1)
     return _report(checks, args.json, all_ok(checks))
 
 

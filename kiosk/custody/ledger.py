@@ -19,7 +19,6 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -112,7 +111,6 @@ class Ledger:
             raise LedgerConflict(f"{self.path} is the ledger of origin {row[0]!r}, not {origin!r}")
         self._frontier: merkle.Frontier | None = None
         self._enrolled: set[tuple[str, str]] = set()
-        self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def open(cls, data_dir: Path, origin: str) -> Ledger:
@@ -122,8 +120,6 @@ class Ledger:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-            if self._pool:
-                self._pool.shutdown()
 
     def __enter__(self) -> Ledger:
         return self
@@ -227,13 +223,7 @@ class Ledger:
         """Append statements in one durable transaction. A statement whose subject is already in the
         ledger with the same body returns the earlier entry (`existing=True`); a different body for the
         same subject is a LedgerConflict, and nothing from the batch is written."""
-        if len(stmts) >= 64:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(2, thread_name_prefix="ledger-verify")
-            chunks = [stmts[i:i + 64] for i in range(0, len(stmts), 64)]
-            admitted = [a for part in self._pool.map(self._admit_all, chunks) for a in part]
-        else:
-            admitted = self._admit_all(stmts)
+        admitted = self._admit_all(stmts)  # outside the lock: readers need not wait for signature checks
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")

@@ -12,8 +12,9 @@ court's records, or the local data dir when run on the kiosk) anchors it.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -309,7 +310,8 @@ def _continuity_checks(segs: list, events: list) -> list[Check]:
 # ---------------------------------------------------------------- the whole ledger
 
 
-def verify_ledger(db_path: Path, ledger_keys: list[VerifierKey], origin: str | None = None) -> list[Check]:
+def verify_ledger(db_path: Path, ledger_keys: list[VerifierKey], origin: str | None = None,
+                  workers: int = 1) -> list[Check]:
     """Recompute the tree from every stored leaf, compare every stored node, check every checkpoint's
     signature and root, consistency between consecutive checkpoints, every statement's signature and
     that its key was enrolled (by the ledger's key) before it was used."""
@@ -328,10 +330,14 @@ def verify_ledger(db_path: Path, ledger_keys: list[VerifierKey], origin: str | N
     tree = merkle.MemoryTree()
     enrolled: set[tuple[str, str]] = set()
     bad_entries = 0
-    # signatures are checked on two threads (Ed25519 verification releases the GIL)
-    chunks = [leaves[i:i + 2048] for i in range(0, len(leaves), 2048)]
-    with ThreadPoolExecutor(2, thread_name_prefix="ledger-verify") as pool:
-        parsed = [r for part in pool.map(_check_leaves, chunks) for r in part]
+    # Ed25519 verification holds the GIL, so big ledgers are checked in forked worker processes
+    # (only when asked: forking is safe in the single-threaded CLI, not inside the running kiosk)
+    if workers > 1 and len(leaves) >= 20_000:
+        chunks = [leaves[i:i + 4096] for i in range(0, len(leaves), 4096)]
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            parsed = [r for part in pool.map(_check_leaves, chunks) for r in part]
+    else:
+        parsed = _check_leaves(leaves)
     for expected, ((idx, leaf, dedupe), (stmt, error)) in enumerate(zip(leaves, parsed, strict=True)):
         if idx != expected:
             add(Check(f"ledger entry {expected}", False, f"missing (next stored index is {idx})"))

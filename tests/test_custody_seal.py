@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pyrage
 import pytest
 
@@ -156,7 +157,7 @@ class _Crash(BaseException):
     """Stands in for the process dying at one step."""
 
 
-@pytest.mark.parametrize("step", ["encrypt", "rename", "ledger", "record", "release"])
+@pytest.mark.parametrize("step", ["encrypt", "rename", "record", "release", "ledger", "ledger-record"])
 def test_recovery_finishes_a_seal_interrupted_at_each_step(court, monkeypatch, step):
     data, identity, recipient = court
     session, digests = make_session(data / "sessions", n_segments=2, end=True, holders=("seal",))
@@ -176,19 +177,32 @@ def test_recovery_finishes_a_seal_interrupted_at_each_step(court, monkeypatch, s
         media.with_name(f"{media.name}.hold-{holder}").unlink(missing_ok=True)
         raise _Crash
 
+    saves = []
+    real_save = seal_mod.SealRecord.save
+
+    def second_save_crashes(self, path):  # killed after the ledger append, before the record knows it
+        saves.append(path)
+        if len(saves) == 2:
+            raise _Crash
+        real_save(self, path)
+
     encrypt = partial_encrypt if step == "encrypt" else seal_mod.encrypt_and_hash
     with monkeypatch.context() as m:
-        if step == "rename":  # ciphertext renamed into place, ledger not yet told
-            m.setattr(ledger, "append", crash)
-        elif step == "ledger":  # ledgered, seal record not yet written
+        if step == "rename":  # ciphertext renamed into place, no record yet
             m.setattr(seal_mod.SealRecord, "save", crash)
         elif step == "record":  # record written, plaintext not yet released
             m.setattr(seal_mod.segments, "release", crash)
         elif step == "release":
             m.setattr(seal_mod.segments, "release", half_release)
+        elif step == "ledger":  # plaintext released, ledger not yet told
+            m.setattr(ledger, "append", crash)
+        elif step == "ledger-record":
+            m.setattr(seal_mod.SealRecord, "save", second_save_crashes)
         with pytest.raises(_Crash):
             seal_mod.seal_segment(session.dir, seg, [recipient], ledger, signer, encrypt=encrypt)
-    assert segments.media_path(session.dir, 1).exists(), "plaintext must survive until the seal is complete"
+    released = step in ("ledger", "ledger-record")
+    assert segments.media_path(session.dir, 1).exists() != released, \
+        "plaintext is kept until its ciphertext and record are on disk, and not longer"
     report = seal_mod.recover_sealing(session.dir, [recipient], ledger, signer)
     assert not report.failed
     assert sorted(report.sealed + report.already) == [1, 2]
@@ -200,6 +214,43 @@ def test_recovery_finishes_a_seal_interrupted_at_each_step(court, monkeypatch, s
     for i in (1, 2):
         pt = pyrage.decrypt((session.dir / "sealed" / f"seg-00000{i}.mp4.age").read_bytes(), [ident])
         assert hashlib.sha256(pt).hexdigest() == digests[i]
+    seal_manifest(session.dir, {}, kiosk_id="kiosk-demo", signer=signer, ledger=ledger, recipients=[recipient])
+    write_proofs(session.dir, ledger, signer)
+    checks = verify_session(session.dir)
+    assert all_ok(checks), failures(checks)
+    ledger.close()
+
+
+class _Unreachable:
+    """A remote ledger that is down: every call fails as httpx does."""
+
+    def __init__(self, real: Ledger) -> None:
+        self.real, self.origin = real, real.origin
+
+    def __getattr__(self, name):
+        def fail(*a, **k):
+            raise httpx.ConnectError("ledger unreachable")
+        return fail
+
+
+def test_an_unreachable_ledger_never_keeps_plaintext_and_is_caught_up_later(court):
+    data, identity, recipient = court
+    session, digests = make_session(data / "sessions", n_segments=3)
+    ledger = Ledger.open(data, ORIGIN)
+    signer = kiosk_signer(data, "kiosk-demo")
+    ledger.enroll(signer.actor, signer.public_b64)
+    down = _Unreachable(ledger)
+    for i in (1, 2, 3):
+        seg = segments.read_index(segments.index_path(session.dir, i))
+        with pytest.raises(httpx.ConnectError):
+            seal_mod.seal_segment(session.dir, seg, [recipient], down, signer)
+    assert not list(session.dir.rglob("*.mp4")), "sealed plaintext must go even while the ledger is down"
+    assert all(r.ledger_index is None for r in seal_mod.load_records(session.dir))
+    with pytest.raises(SealError, match="not yet in the ledger"):
+        seal_manifest(session.dir, {}, kiosk_id="kiosk-demo", signer=signer, ledger=ledger, recipients=[recipient])
+    report = seal_mod.recover_sealing(session.dir, [recipient], ledger, signer)
+    assert report.sealed == [1, 2, 3] and not report.failed
+    assert len(_segment_entries(ledger)) == 3
     seal_manifest(session.dir, {}, kiosk_id="kiosk-demo", signer=signer, ledger=ledger, recipients=[recipient])
     write_proofs(session.dir, ledger, signer)
     checks = verify_session(session.dir)

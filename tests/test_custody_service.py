@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 
 from kiosk.config import Settings
-from kiosk.custody.checkpoint import VerifierKey
+from kiosk.custody.checkpoint import VerifierKey, vkey
 from kiosk.custody.fixtures import make_session
 from kiosk.custody.keys import demo_court_identity, kiosk_signer
 from kiosk.custody.ledger import Ledger
@@ -21,7 +21,7 @@ from kiosk.custody.ledger_service import ROUTE_ROLES, LedgerClient, _read_tokens
 from kiosk.custody.sealer import Sealer
 from kiosk.custody.statement import make_statement
 from kiosk.custody.verify import all_ok, failures, verify_ledger, verify_session
-from kiosk.errors import LedgerConflict
+from kiosk.errors import LedgerConflict, SealError
 
 ORIGIN = "court.example/ledger"
 
@@ -33,13 +33,13 @@ def _free_port() -> int:
 
 
 class Service:
-    def __init__(self, data) -> None:
+    def __init__(self, data, port: int | None = None) -> None:
         client_path, admin_path = ensure_tokens(data)
         self.client_token = _read_tokens(client_path)[0]
         self.admin_token = _read_tokens(admin_path)[0]
         self.ledger = Ledger.open(data, ORIGIN)
         self.app = create_app(self.ledger, [self.client_token], [self.admin_token])
-        self.port = _free_port()
+        self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -99,8 +99,9 @@ def test_client_has_the_in_process_interface_and_checks_what_it_is_told(service,
     assert client.entry(3).statement == service.ledger.entry(3).statement
     assert client.size() == service.ledger.size() == 22
     assert client.bundle(5) == service.ledger.bundle(5)
+    impostor = vkey(ORIGIN, kiosk_signer(tmp_path / "impostor", "x").public_raw)
     with pytest.raises(LedgerConflict, match="pinned"):
-        LedgerClient(service.url, expect_vkey="court.example/ledger+00000000+AQ" + "A" * 43)
+        LedgerClient(service.url, expect_vkey=impostor).checkpoint()
 
 
 def test_a_kiosk_seals_a_session_against_the_remote_ledger(service, tmp_path):
@@ -157,3 +158,35 @@ def test_client_notices_a_ledger_that_rewrote_its_history(tmp_path):
             client.checkpoint()
     finally:
         svc2.stop()
+
+
+def test_recording_goes_on_while_the_remote_ledger_is_down(tmp_path):
+    data = tmp_path / "kiosk-data"
+    _, recipient = demo_court_identity(data)
+    port = _free_port()
+    ledger_host = tmp_path / "ledger-host"
+    client_path, admin_path = ensure_tokens(ledger_host)
+    token_file = tmp_path / "ledger-token"
+    token_file.write_text(_read_tokens(admin_path)[0])
+    settings = Settings()
+    settings.storage.data_dir = data
+    settings.custody.ledger_url = f"http://127.0.0.1:{port}"
+    settings.custody.ledger_token_file = str(token_file)
+    session, _ = make_session(data / "sessions", n_segments=2)
+    sealer = Sealer(settings, data, recipients=[recipient], isolate=False)  # ledger down: no error
+    for i in (1, 2):
+        sealer.on_segment_closed(session.dir, i)
+    assert sealer.wait(session.dir, 30)
+    assert not list(session.dir.rglob("*.mp4")), "plaintext goes even while the ledger is down"
+    assert set(sealer.failures(session.dir)) == {1, 2}
+    with pytest.raises(SealError, match="ledger unreachable"):
+        sealer.finish_session(session, {"kiosk_id": "kiosk-demo"})
+    svc = Service(ledger_host, port=port)
+    try:
+        reports = sealer.recover()
+        assert reports[0].sealed == [1, 2] and not reports[0].failed
+        checks = verify_session(session.dir, ledger_keys=[svc.ledger.verifier_key])
+        assert all_ok(checks), failures(checks)
+    finally:
+        sealer.close()
+        svc.stop()

@@ -190,18 +190,41 @@ class LedgerClient:
     def __init__(self, url: str, token: str | None = None, expect_vkey: str | None = None,
                  timeout: float = 15.0, transport: httpx.BaseTransport | None = None) -> None:
         headers = {"authorization": f"Bearer {token}"} if token else {}
+        self.url = url
         self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout, transport=transport)
         self._lock = threading.Lock()
-        info = self._get("/v1/vkey")
-        if expect_vkey and info["vkey"] != expect_vkey:
-            raise LedgerConflict(f"ledger at {url} has key {info['vkey']}, not the pinned {expect_vkey}")
-        self.origin: str = info["origin"]
-        self._vkey: str = info["vkey"]
-        self._key = VerifierKey.parse(self._vkey)
+        self._expect = expect_vkey
+        self._vkey: str | None = None
+        self._key: VerifierKey | None = None
         self._last: Checkpoint | None = None
+        if expect_vkey:  # pinned: usable (and checkable) before the ledger is ever reached
+            self._key = VerifierKey.parse(expect_vkey)
+            self._vkey = expect_vkey
+
+    def _identity(self) -> VerifierKey:
+        """The ledger's key: the pinned one, checked against the server once; else the first one seen."""
+        with self._lock:
+            if self._key is not None and (self._expect is None or self._vkey_checked):
+                return self._key
+        info = self._get("/v1/vkey")
+        with self._lock:
+            if self._expect and info["vkey"] != self._expect:
+                raise LedgerConflict(f"ledger at {self.url} has key {info['vkey']}, not the pinned {self._expect}")
+            if self._key is None:
+                self._vkey = info["vkey"]
+                self._key = VerifierKey.parse(self._vkey)
+            self._vkey_checked = True
+            return self._key
+
+    _vkey_checked = False
+
+    @property
+    def origin(self) -> str:
+        return self._identity().name
 
     @property
     def vkey(self) -> str:
+        self._identity()
         return self._vkey
 
     def close(self) -> None:
@@ -258,7 +281,7 @@ class LedgerClient:
     def checkpoint(self) -> str:
         note = self._get("/v1/checkpoint")["checkpoint"]
         try:
-            cp = verify_checkpoint(note, [self._key], self.origin)
+            cp = verify_checkpoint(note, [self._identity()], self.origin)
         except CheckpointError as exc:
             raise LedgerConflict(f"ledger checkpoint does not verify: {exc}") from None
         with self._lock:
@@ -284,14 +307,14 @@ class LedgerClient:
 
     def bundle(self, index: int, checkpoint: str | None = None) -> dict:
         note = checkpoint or self.checkpoint()
-        cp = verify_checkpoint(note, [self._key], self.origin)
+        cp = verify_checkpoint(note, [self._identity()], self.origin)
         entry = self.entry(index)
         proof = self.inclusion_proof(index, cp.size)
         try:
             merkle.verify_inclusion(index, cp.size, entry.leaf_hash, proof, cp.root)
         except merkle.ProofError as exc:
             raise LedgerConflict(f"ledger's inclusion proof for entry {index} does not verify: {exc}") from None
-        return make_bundle(entry, proof, note, cp.size, self.origin, self._vkey)
+        return make_bundle(entry, proof, note, cp.size, self.origin, self.vkey)
 
     def enroll(self, actor: str, public_b64: str, role: str = "kiosk") -> Entry:
         return self._entry(self._post("/v1/enrol", {"actor": actor, "key": public_b64, "role": role}))

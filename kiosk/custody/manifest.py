@@ -63,6 +63,10 @@ def build_manifest(session_dir: Path, facts: dict, kiosk_id: str, signer: Signer
     session_dir = Path(session_dir)
     info = json.loads((session_dir / "session.json").read_text())
     records = load_records(session_dir)
+    pending = [r.index for r in records if r.ledger_index is None]
+    if pending:
+        raise SealError(f"segments {pending} of {session_dir.name} are sealed but not yet in the ledger (is it "
+                        "reachable?); `kiosk seal recover` or the next start-up completes the session")
     sealed = {r.index for r in records}
     unsealed = [
         {"index": seg.index, "reason": "still open" if not seg.closed else "not sealed"}

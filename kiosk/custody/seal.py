@@ -1,17 +1,20 @@
-"""Seal one recorded segment to the court: hash, age-encrypt, hash, ledger, then let the plaintext go.
+"""Seal one recorded segment to the court: hash, age-encrypt, hash, let the plaintext go, ledger.
 
 Order of steps, and why it is crash-safe (kill -9 between any two leaves a state recovery finishes):
 
 1. SHA-256 of the plaintext and age encryption in one streaming pass (the hashed bytes are exactly the
    encrypted bytes), ciphertext hashed as it is written, into a private temporary file, fsynced.
 2. Rename to sealed/seg-NNNNNN.mp4.age (atomic) and fsync the folder.
-3. Ledger statement `segment-sealed`, unique per (session, segment). Before appending, the ledger is
-   asked whether it already holds one: a crash after step 3 finds it there instead of adding another.
-4. Seal record sealed/seg-NNNNNN.seal.json (atomic): what the manifest is built from.
-5. Release the plaintext (`segments.release(media, "seal")`): deleted unless the transcriber holds it.
+3. Seal record sealed/seg-NNNNNN.seal.json (atomic) with both hashes, `ledger_index: null` (pending).
+4. Release the plaintext (`segments.release(media, "seal")`): deleted unless the transcriber holds it.
+   From here on only the court can read the segment, even if the ledger is unreachable.
+5. Ledger statement `segment-sealed`, unique per (session, segment); the record gets its ledger index.
+   Appending is idempotent (same subject, same body: the earlier entry comes back), so a crash or an
+   unreachable ledger at step 5 is retried later without a duplicate.
 
-Until step 3 the plaintext is untouched, so redoing 1-2 after a crash loses nothing; after step 3 the
-ledger's ciphertext hash decides, and the plaintext is only removed once that ciphertext is on disk.
+A ciphertext on disk without a record means a run died between steps 2 and 3: the ledger is asked
+whether that run got further (it cannot have: the record precedes the ledger), and the plaintext, still
+there, is sealed again. Nothing is deleted before its ciphertext and hashes are safely on disk.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import httpx
 import pyrage
 from pyrage import x25519
 
@@ -59,7 +63,7 @@ class SealRecord:
     ciphertext_size: int
     file: str  # relative to the session dir
     recipients: list[str]
-    ledger_index: int
+    ledger_index: int | None  # None: sealed and plaintext released, ledger entry still pending
     recovered: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -176,7 +180,8 @@ def seal_segment(
     recovered: bool = False,
 ) -> SealRecord:
     """Seal one closed segment (idempotent: calling again after success or after a crash at any step
-    completes the job without a second ledger entry)."""
+    completes the job without a second ledger entry). Raises only before the plaintext is released, or
+    when the ledger cannot be reached (then the record stays pending and `recover_sealing` retries)."""
     session_dir = Path(session_dir)
     seg = segment_index
     sid = session_id or session_id_of(session_dir)
@@ -184,25 +189,24 @@ def seal_segment(
     ct_path = ciphertext_path(session_dir, seg.index)
     rec_path = record_path(session_dir, seg.index)
 
-    if rec_path.exists():  # sealed before; maybe killed before the plaintext was released
+    if rec_path.exists():  # sealed before; maybe killed before the release or the ledger entry
         record = SealRecord.load(rec_path)
         segments.release(media, HOLDER)
-        return record
+        return record if record.ledger_index is not None else _ledger_step(record, rec_path, ledger, signer)
 
     subject = segment_subject(sid, seg.index)
-    earlier = ledger.find(f"{SEGMENT_SEALED}:{subject}")
-    if earlier is not None:  # killed after the ledger append: the ledger's hashes decide
-        body = earlier.statement["body"]
-        if not ct_path.exists():
-            raise SealError(f"ledger entry {earlier.index} seals {subject} but {ct_path.name} is missing")
-        digest, size = sha256_file(ct_path)
-        if digest != body["ciphertext_sha256"] or size != body["ciphertext_size"]:
-            raise SealError(f"{ct_path.name} differs from the ciphertext ledgered in entry {earlier.index}")
-        record = _record(sid, seg, body, recipients, earlier.index, recovered=True)
-        record.save(rec_path)
-        segments.release(media, HOLDER)
-        log_event(log, "seal completed after restart", session=sid, segment=seg.index, entry=earlier.index)
-        return record
+    if ct_path.exists():  # a run died between rename and record: did it reach the ledger? (it cannot have)
+        earlier = ledger.find(f"{SEGMENT_SEALED}:{subject}")
+        if earlier is not None:
+            body = earlier.statement["body"]
+            digest, size = sha256_file(ct_path)
+            if digest != body["ciphertext_sha256"] or size != body["ciphertext_size"]:
+                raise SealError(f"{ct_path.name} differs from the ciphertext ledgered in entry {earlier.index}")
+            record = _record(sid, seg, body, recipients, recovered=True)
+            record.ledger_index = earlier.index
+            record.save(rec_path)
+            segments.release(media, HOLDER)
+            return record
 
     if not seg.closed:
         raise SealError(f"segment {seg.index} of {sid} is still open")
@@ -233,24 +237,49 @@ def seal_segment(
         "file": f"{SEALED_DIR}/{ct_path.name}",
         "recipients": sorted(recipients),
     }
-    try:
-        entry = ledger.append(make_statement(signer, SEGMENT_SEALED, body))
-    except LedgerConflict as exc:
-        raise SealError(f"ledger refused the seal of {subject}: {exc}") from None
-    record = _record(sid, seg, body, recipients, entry.index, recovered=recovered)
+    record = _record(sid, seg, body, recipients, recovered=recovered)
     record.save(rec_path)
     deleted = segments.release(media, HOLDER)
-    log_event(log, "segment sealed", session=sid, segment=seg.index, entry=entry.index,
-              bytes=hashes["plaintext_size"], plaintext_deleted=deleted)
+    log_event(log, "segment sealed", session=sid, segment=seg.index, bytes=hashes["plaintext_size"],
+              plaintext_deleted=deleted)
+    return _ledger_step(record, rec_path, ledger, signer)
+
+
+def segment_body(record: SealRecord) -> dict:
+    """The `segment-sealed` statement body for a record (the same bytes on every retry)."""
+    return {
+        "subject": segment_subject(record.session, record.index),
+        "session": record.session,
+        "index": record.index,
+        "start": record.start,
+        "end": record.end,
+        "plaintext_sha256": record.plaintext_sha256,
+        "plaintext_size": record.plaintext_size,
+        "ciphertext_sha256": record.ciphertext_sha256,
+        "ciphertext_size": record.ciphertext_size,
+        "file": record.file,
+        "recipients": sorted(record.recipients),
+    }
+
+
+def _ledger_step(record: SealRecord, rec_path: Path, ledger: LedgerAPI, signer: Signer) -> SealRecord:
+    try:
+        entry = ledger.append(make_statement(signer, SEGMENT_SEALED, segment_body(record)))
+    except LedgerConflict as exc:
+        raise SealError(f"ledger refused the seal of {segment_subject(record.session, record.index)}: {exc}") from None
+    record.ledger_index = entry.index
+    record.save(rec_path)
+    log_event(log, "segment ledgered", session=record.session, segment=record.index, entry=entry.index,
+              existing=entry.existing)
     return record
 
 
-def _record(sid: str, seg: SegmentIndex, body: dict, recipients: list[str], index: int, recovered: bool) -> SealRecord:
+def _record(sid: str, seg: SegmentIndex, body: dict, recipients: list[str], recovered: bool) -> SealRecord:
     return SealRecord(
         session=sid, index=seg.index, start=body["start"], end=body["end"],
         plaintext_sha256=body["plaintext_sha256"], plaintext_size=body["plaintext_size"],
         ciphertext_sha256=body["ciphertext_sha256"], ciphertext_size=body["ciphertext_size"],
-        file=body["file"], recipients=sorted(body.get("recipients", recipients)), ledger_index=index,
+        file=body["file"], recipients=sorted(body.get("recipients", recipients)), ledger_index=None,
         recovered=recovered,
     )
 
@@ -283,7 +312,8 @@ def recover_sealing(
             tmp.unlink(missing_ok=True)
             report.removed_tmp += 1
     for seg in segments.list_indexes(session_dir):
-        if record_path(session_dir, seg.index).exists():
+        rec_path = record_path(session_dir, seg.index)
+        if rec_path.exists() and SealRecord.load(rec_path).ledger_index is not None:
             media = segments.media_path(session_dir, seg.index)
             if media.exists():
                 segments.release(media, HOLDER)
@@ -295,8 +325,8 @@ def recover_sealing(
         try:
             seal_segment(session_dir, seg, recipients, ledger, signer, session_id=sid, encrypt=encrypt, recovered=True)
             report.sealed.append(seg.index)
-        except SealError as exc:
-            report.failed[seg.index] = str(exc)
+        except (SealError, LedgerConflict, OSError, httpx.HTTPError) as exc:
+            report.failed[seg.index] = f"{type(exc).__name__}: {exc}"
             log.error("could not seal segment %s of %s: %s", seg.index, sid, exc)
     if report.sealed or report.failed or report.removed_tmp:
         log_event(log, "sealing recovered", session=sid, sealed=report.sealed, failed=sorted(report.failed),

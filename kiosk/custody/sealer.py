@@ -13,6 +13,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from ..config import Settings
 from ..errors import LedgerConflict, SealError
 from ..logs import event as log_event
@@ -124,13 +126,25 @@ class Sealer:
             raise SealError("no court recipients configured (custody.recipients in the kiosk settings)")
         self._own_ledger = ledger is None
         self.ledger = ledger or open_ledger(settings, self.data_dir)
-        ensure_enrolled(self.ledger, self.signer)
+        self._enrolled = False
+        self._ensure_enrolled()  # an unreachable remote ledger must not stop recording: retried later
         self._worker = EncryptWorker() if isolate else None
         self._queue: queue.Queue[tuple[Path, int] | None] = queue.Queue()
         self._cond = threading.Condition()
         self._work: dict[Path, _SessionWork] = {}
         self._thread = threading.Thread(target=self._run, name="sealer", daemon=True)
         self._thread.start()
+
+    def _ensure_enrolled(self) -> bool:
+        if self._enrolled:
+            return True
+        try:
+            ensure_enrolled(self.ledger, self.signer)
+        except (httpx.HTTPError, OSError) as exc:
+            log.warning("ledger unreachable (%s): segments are sealed now and ledgered when it answers", exc)
+            return False
+        self._enrolled = True
+        return True
 
     # ------------------------------------------------------------ seal as you go
 
@@ -162,6 +176,7 @@ class Sealer:
             session_dir, index = job
             error = None
             try:
+                self._ensure_enrolled()
                 seg = segments.read_index(segments.index_path(session_dir, index))
                 seal_segment(session_dir, seg, self.recipients, self.ledger, self.signer, encrypt=self._encrypt)
             except Exception as exc:  # kept for finish_session/recovery; plaintext stays in place
@@ -195,6 +210,9 @@ class Sealer:
         "ledger_size": n}: the demo summary merges it."""
         session_dir = Path(getattr(session, "dir", session)).resolve()
         write_atomic(session_dir / FACTS_FILE, canonical_json(facts))  # lets recovery redo the manifest
+        if not self._ensure_enrolled():
+            raise SealError(f"ledger unreachable: {session_dir.name} is sealed to the court but its manifest and "
+                            "ledger entries will be completed by `kiosk seal recover` or the next start-up")
         if not self.wait(session_dir, timeout):
             raise SealError(f"sealing of {session_dir.name} did not finish in {timeout} s")
         report = recover_sealing(session_dir, self.recipients, self.ledger, self.signer, encrypt=self._encrypt)
@@ -223,6 +241,7 @@ class Sealer:
 
         root = Path(data_dir or self.data_dir) / SESSIONS_DIR
         reports = []
+        ledger_ok = self._ensure_enrolled()
         for session_dir in sorted(p for p in root.glob("*") if (p / "session.json").exists()):
             report = recover_sealing(session_dir, self.recipients, self.ledger, self.signer, encrypt=self._encrypt)
             reports.append(report)
@@ -232,11 +251,16 @@ class Sealer:
                 state = None
             facts_path = session_dir / FACTS_FILE
             done = (session_dir / PROOFS_DIR / proof_name(MANIFEST_SEALED, "session")).exists()
-            if state == "ended" and not done:
+            if state == "ended" and not done and ledger_ok and not report.failed:
                 facts = json.loads(facts_path.read_bytes()) if facts_path.exists() else self._fallback_facts()
-                seal_manifest(session_dir, facts, kiosk_id=self.kiosk_id, signer=self.signer,
-                              ledger=self.ledger, recipients=self.recipients)
-                write_proofs(session_dir, self.ledger, self.signer)
+                try:
+                    seal_manifest(session_dir, facts, kiosk_id=self.kiosk_id, signer=self.signer,
+                                  ledger=self.ledger, recipients=self.recipients)
+                    write_proofs(session_dir, self.ledger, self.signer)
+                except (SealError, LedgerConflict, OSError, httpx.HTTPError) as exc:
+                    log.error("could not complete the manifest of %s: %s", session_dir.name, exc)
+                    report.failed[0] = f"manifest: {exc}"
+                    continue
                 log_event(log, "session manifest completed after restart", session=session_dir.name)
         return reports
 

@@ -211,9 +211,9 @@ def test_a_killed_worker_resumes_without_losing_or_repeating_words(tmp_path, tem
     want = [(w["channel"], w["word"], w["start"], w["end"]) for w in reference["words"]]
     assert len(got) == len(set(got)), "a word was committed twice"
     assert [g[:2] for g in got] == [w[:2] for w in want]
-    # same words in the same order on the same channels; boundaries may move by a few ms between processes
-    # (vosk's word times are lattice averages and its float maths is not bit-identical across processes)
-    diffs = [(g, w) for g, w in zip(got, want, strict=True) if abs(g[2] - w[2]) > 0.05 or abs(g[3] - w[3]) > 0.05]
+    # decoding is reproducible (engine.py seeds vosk's rand() per call), so the resumed worker writes exactly
+    # the words of the uninterrupted run; times agree to the millisecond they are rounded to
+    diffs = [(g, w) for g, w in zip(got, want, strict=True) if abs(g[2] - w[2]) > 0.0015 or abs(g[3] - w[3]) > 0.0015]
     assert not diffs, diffs
     segs = seg_files.segments_dir(live.dir)
     assert not list(segs.glob("*.mp4")) and not list(segs.glob("*.hold-*"))
@@ -231,4 +231,4 @@ def test_an_exported_mp4_with_start_gives_the_same_words_on_the_session_clock(tm
     want = [w for w in reference["words"] if w["start"] >= RESUMED]
     assert [(w["channel"], w["speaker"], w["word"]) for w in words] == [
         (w["channel"], w["speaker"], w["word"]) for w in want]
-    assert all(abs(a["start"] - b["start"]) <= 0.05 for a, b in zip(words, want, strict=True))
+    assert all(abs(a["start"] - b["start"]) <= 0.0015 for a, b in zip(words, want, strict=True))

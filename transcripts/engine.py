@@ -14,6 +14,7 @@ them the cut points, are the same in every run.
 from __future__ import annotations
 
 import bisect
+import ctypes
 import json
 import logging
 import threading
@@ -36,6 +37,13 @@ QUIET_OVER_FLOOR = 4.0  # 12 dB over the utterance's own noise floor still count
 MAX_UTTERANCE_S = 30.0  # past this, cut at the next endpoint even if the tail is not quiet
 HARD_MAX_UTTERANCE_S = 45.0  # and past this, cut regardless (bounds memory and resume work)
 
+
+# vosk (Kaldi) draws on the C library's global rand() while decoding, so the same audio decodes a little
+# differently depending on what the process decoded before. Seeding it before every call from the chunk's
+# place in its utterance makes an utterance decode the same in any process: a resumed worker reproduces
+# what the killed one would have written.
+_srand = ctypes.CDLL(None).srand
+_srand.argtypes = [ctypes.c_uint]
 
 # Warm recognisers for reuse within a process. A new KaldiRecognizer composes its decoding graph lazily
 # and spends ~2 s of CPU warming that cache; after a cut its state is as good as new, so one that a
@@ -103,6 +111,11 @@ class ChannelRecognizer:
         self._utt_start = fed  # fed-sample count where the current utterance began
         self._tail = np.zeros(0, np.int16)
         self._levels: list[float] = []  # 20 ms RMS levels of the current utterance
+        self._calls = 0  # vosk calls since the last cut: the seed of the next one
+
+    def _seed(self) -> None:
+        _srand(self._calls)
+        self._calls += 1
 
     @property
     def pending(self) -> bool:
@@ -120,6 +133,7 @@ class ChannelRecognizer:
         """Feed one chunk; the finalised words (maybe none) if the utterance was cut here, else None."""
         if not self._anchors:
             raise RuntimeError("begin(session_time) must be called before the first chunk")
+        self._seed()
         endpoint = self._rec.AcceptWaveform(chunk.tobytes())
         self._fed += len(chunk)
         self._tail = np.concatenate([self._tail, chunk])[-QUIET_TAIL_SAMPLES:]
@@ -138,7 +152,9 @@ class ChannelRecognizer:
 
     def cut(self) -> list[Word]:
         """Finalise the current utterance (all audio fed so far) and return its words on the session clock."""
+        self._seed()
         result = json.loads(self._rec.FinalResult())
+        self._calls = 0
         self._utt_start = self._fed
         self._tail = np.zeros(0, np.int16)
         self._levels = []

@@ -70,16 +70,24 @@ def create_app(station: Station, *, data_dir: Path | None = None, public_url: st
         templates=env, public_url=public_url if public_url is not None else settings.server.public_url,
     )
 
+    from ..examination import routes as routes_examination
+    from ..examination.service import ExaminationService
+
+    examination = ExaminationService(ctx)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await ctx.live.start()
+        await examination.start()
         try:
             yield
         finally:
+            await examination.stop()
             await ctx.live.stop()
 
     app = FastAPI(title="Testimony kiosk", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.kiosk = ctx
+    app.state.examination = examination
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -116,7 +124,7 @@ def create_app(station: Station, *, data_dir: Path | None = None, public_url: st
                               message=str(exc))
         return JSONResponse({"detail": str(exc)}, status_code=exc.http_status, headers=headers)
 
-    for module in (routes_pages, routes_session, routes_whep, routes_ws, routes_health):
+    for module in (routes_pages, routes_session, routes_whep, routes_ws, routes_health, routes_examination):
         app.include_router(module.router)
     check_routes(app.routes)
     return app

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import merkle, sshsig
-from .canonical import EncodingError, b64d, loads_canonical
+from .canonical import EncodingError, loads_canonical
 from .checkpoint import CheckpointError, VerifierKey, verify_checkpoint
 from .keys import KeyFileError, parse_openssh_public, public_raw
 from .manifest import FORMAT, MANIFEST, NAMESPACE, SIGNATURE
@@ -436,6 +436,3 @@ def parse_vkeys(values: list[str]) -> list[VerifierKey]:
         out.append(VerifierKey.parse(text))
     return out
 
-
-def decode_b64(text: str) -> bytes:
-    return b64d(text)

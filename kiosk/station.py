@@ -15,7 +15,7 @@ from pathlib import Path
 from . import __version__
 from .capture import build_sources, open_all
 from .config import RoomProfile, Settings
-from .errors import DiskFull, SessionStateError
+from .errors import DiskFull, SealError, SessionStateError
 from .media.hub import PacketHub
 from .media.pipeline import MediaPipeline
 from .media.recovery import recover_sessions
@@ -99,7 +99,9 @@ class Station:
             session = Session.create(self.sessions_root, self.room.room.id, case_reference,
                                      interviewee_pseudonym, interviewer, language, clock=self._clock_factory())
             session.record("devices", cameras=[c.facts() for c in cameras], microphones=[m.facts() for m in mics])
-            holders = ("transcriber",) if self.transcriber is not None else ()
+            # holds are taken when a segment opens, so no release can delete plaintext that is not sealed
+            holders = tuple(name for name, on in (("seal", self.custody is not None),
+                                                  ("transcriber", self.transcriber is not None)) if on)
             self.pipeline = MediaPipeline(self.room, self.settings, session, self.hub, cameras, mics,
                                           holders=holders, on_segment_closed=self._segment_closed)
             self.pipeline.start()
@@ -159,7 +161,12 @@ class Station:
             if self.transcriber is not None:
                 result["transcript"] = self.transcriber.session_ended(session)
             if self.custody is not None:
-                result["seal"] = self.custody.finish_session(session, facts)
+                try:
+                    result["seal"] = self.custody.finish_session(session, facts)
+                except SealError as exc:  # e.g. remote ledger down: completed at next start-up
+                    session.record("seal-incomplete", error=str(exc),
+                                   note="sealing is finished at the next start or by `kiosk seal recover`")
+                    result["seal"] = {"verified": False, "error": str(exc)}
             return result
 
     def facts(self) -> dict:

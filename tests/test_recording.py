@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from kiosk.config import load_room, load_settings
+from kiosk.custody.keys import demo_court_identity
 from kiosk.media import segments as seg_files
 from kiosk.station import Station
 from tests.conftest import KIOSK, REPO, ffprobe, last_json, run_kiosk, write_room, write_settings
@@ -28,9 +30,14 @@ def plaintext_segments(session_dir: Path, tmp: Path) -> list[tuple[seg_files.Seg
     out = []
     for seg in seg_files.list_indexes(session_dir):
         media = seg_files.media_path(session_dir, seg.index)
-        if not media.exists():
+        copy = tmp / f"plain-{media.name}"
+        try:  # copy at once: the sealer or transcriber may release (delete) the plaintext any moment
+            shutil.copyfile(media, copy)
+            out.append((seg, copy))
+            continue
+        except FileNotFoundError:
             sealed = session_dir / "sealed" / f"{media.name}.age"
-            identity = next(session_dir.parents[2].glob("**/demo-court*/*identity*"), None)
+            identity, _ = demo_court_identity(session_dir.parents[1])
             assert sealed.exists() and identity, f"segment {seg.index} neither plaintext nor sealed"
             media = tmp / media.name
             subprocess.run(["age", "-d", "-i", str(identity), "-o", str(media), str(sealed)], check=True)
@@ -118,7 +125,7 @@ def test_flash_and_beep_stay_within_one_frame_without_drift(tmp_path: Path, tool
         nearest = min(beeps, key=lambda b: abs(b - f))
         offsets.append(nearest - f)
     assert all(abs(o) <= frame for o in offsets), offsets
-    assert abs(offsets[-1] - offsets[0]) <= frame / 2, f"A/V offset drifts: {offsets}"
+    assert max(offsets) - min(offsets) <= 0.002, f"A/V offset drifts: {offsets}"
 
 
 def _start_wall(session_dir: Path) -> tuple[float, float]:
@@ -157,9 +164,11 @@ def test_killed_recorder_keeps_everything_but_the_last_second(tmp_path: Path, to
     assert len(open_segs) <= 1
     recorded_to = 0.0
     for seg, media in plaintext_segments(session_dir, tmp_path):
+        if not seg.closed and b"moov" not in media.read_bytes()[:4096]:
+            continue  # opened less than one fragment before the kill: nothing to play yet
         info = ffprobe(media)
         video = next(s for s in info["streams"] if s["codec_type"] == "video")
-        frames = int(video.get("nb_read_packets", 0))  # an open segment may hold no fragment yet
+        frames = int(video.get("nb_read_packets", 0))
         if seg.closed:
             assert frames == seg.video_frames > 0
         recorded_to = max(recorded_to, seg.start + frames / 15)

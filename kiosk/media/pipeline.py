@@ -88,7 +88,9 @@ class MediaPipeline:
     # ------------------------------------------------------------ control (any thread)
 
     def start(self) -> None:
-        self.media_t0 = self.session.now()
+        # frames fall on the session's 1/fps grid, so a flash and a beep scheduled at the same session
+        # time coincide exactly (and sample offsets are whole numbers)
+        self.media_t0 = math.ceil(self.session.now() * self.fps) / self.fps
         for mic in self.mics:
             mic.session_offset = round(self.media_t0 * 48000)
         self._thread = threading.Thread(target=self._run, name="media", daemon=True)

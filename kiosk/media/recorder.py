@@ -21,8 +21,17 @@ from .segments import SegmentIndex
 
 log = logging.getLogger("kiosk.recorder")
 
+# Audio leads each segment's first frame by up to one Opus frame (the block straddling the cut) plus the
+# encoder's pre-skip. Negative timestamps would make the muxer shift the audio track alone (A/V error of up
+# to 26 ms), so every segment's media time 0 lies LEAD_SAMPLES before its first video frame instead.
+LEAD_SAMPLES = 960 + 312
+VIDEO_TIME_BASE = Fraction(1, 90000)
+
+# delay_moov: the moov (with edit lists keeping each track's true start) is written with the first
+# fragment; empty_moov would make every track start at 0 and silently shift audio against video.
 MP4_OPTIONS = {
-    "movflags": "frag_keyframe+empty_moov+default_base_moof",
+    "movflags": "frag_keyframe+delay_moov+default_base_moof",
+    "movie_timescale": "48000",
     "flush_packets": "1",
 }
 
@@ -70,14 +79,14 @@ class SegmentRecorder:
         path = seg_files.media_path(self.session_dir, index)
         for holder in self.holders:
             seg_files.hold(path, holder)
-        start = media_t0 + start_frame / self.fps
+        start = media_t0 + start_frame / self.fps - LEAD_SAMPLES / 48000  # session time of media time 0
         seg = SegmentIndex(index=index, file=path.name, start=round(start, 6), fps=self.fps, width=self.width,
                            height=self.height, mic_roles=list(self.mic_roles))
         seg_files.write_index(self.session_dir, seg)
         options = dict(MP4_OPTIONS, frag_duration=str(self.fragment_us))
         container = av.open(str(path), "w", format="mp4", options=options)
         video = container.add_stream_from_template(self.template)
-        video.time_base = Fraction(1, self.fps)
+        video.time_base = VIDEO_TIME_BASE
         video.codec_context.framerate = self.fps
         streams = [video]
         for title in ["mix", *self.mic_roles]:
@@ -92,7 +101,7 @@ class SegmentRecorder:
         container.metadata["comment"] = f"testimony kiosk segment {index}"
         self._container, self._streams = container, streams
         self._video_base = start_frame
-        self._audio_base = round(start_frame * 48000 / self.fps)
+        self._audio_base = round(start_frame * 48000 / self.fps) - LEAD_SAMPLES
         self._last_video_pts = start_frame - 1
         self.current = seg
         self._media_t0 = media_t0
@@ -112,8 +121,10 @@ class SegmentRecorder:
     def write_video(self, packet: av.Packet) -> None:
         assert self.current is not None
         frame = packet.pts
-        packet.pts -= self._video_base
-        packet.dts = packet.pts if packet.dts is None else packet.dts - self._video_base
+        lead = LEAD_SAMPLES * 90000 // 48000
+        packet.pts = round((frame - self._video_base) * 90000 / self.fps) + lead
+        packet.dts = packet.pts  # baseline profile: no B-frames
+        packet.time_base = VIDEO_TIME_BASE
         packet.stream = self._streams[0]
         self._container.mux(packet)
         self.current.video_frames += 1
@@ -156,7 +167,7 @@ class SegmentRecorder:
             os.fsync(fd)
         finally:
             os.close(fd)
-        seg.end = round(self._media_t0 + (self._last_video_pts + 1) / self.fps, 6)
+        seg.end = round(seg.start + (self._last_video_pts + 1 - self._video_base) / self.fps, 6)
         seg.closed = True
         seg.bytes = path.stat().st_size
         seg_files.write_index(self.session_dir, seg)

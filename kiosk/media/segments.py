@@ -35,8 +35,8 @@ class SegmentIndex:
 
     index: int
     file: str
-    start: float  # session time (s) of the first media sample
-    end: float | None = None  # session time (s) just after the last sample; None while open
+    start: float  # session time (s) of the file's media time 0 (session time = start + pts time)
+    end: float | None = None  # start + recorded video duration (= next segment's start); None while open
     video_frames: int = 0
     audio_samples: int = 0  # per channel, at sample_rate
     sample_rate: int = 48000

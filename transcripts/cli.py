@@ -197,6 +197,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
                 raise KioskError(
                     f"{path}: the audio of segment(s) {_ranges(gone)} is not here (sealed and deleted?); "
                     "decrypt the sealed recording and run `kiosk transcribe` on the decrypted copy")
+        used = _journal_models(out / "journal.jsonl")
+        if used and used[-1] != model.name and not args.fresh:
+            raise KioskError(f"{out} was transcribed with {used[-1]}; add --fresh to redo it with {model.name}")
         if args.fresh:
             for name in ("journal.jsonl", "transcript.vtt", "transcript.srt", "transcript.json", "transcript.html"):
                 (out / name).unlink(missing_ok=True)
@@ -216,6 +219,18 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         print(f"{result['words']} words in {result['out_dir']}: "
               + ", ".join(Path(p).name for p in result["paths"].values()))
     return 0
+
+
+def _journal_models(path: Path) -> list[str]:
+    models = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if '"header"' in line:
+                try:
+                    models.append(json.loads(line)["model"])
+                except (ValueError, KeyError):
+                    pass
+    return models
 
 
 def _ranges(indexes: list[int]) -> str:

@@ -94,6 +94,16 @@ def run_serve(args) -> int:
     port = args.port or settings.server.port
     if bool(args.tls_cert) != bool(args.tls_key):
         raise KioskError("--tls-cert and --tls-key go together")
+    if not settings.custody.recipients:
+        synthetic = all(s.kind == "synthetic" for s in [*room.cameras, *room.microphones])
+        if not synthetic:
+            raise KioskError(f"{args.config or 'config/kiosk.toml'}: custody.recipients: no court recipient "
+                             "configured; a real room never records without the court's public key")
+        from ..custody.keys import ensure_demo_court
+
+        identity = ensure_demo_court(settings)
+        print(f"kiosk: synthetic room without court recipients: sealing to the DEMO court identity {identity}",
+              flush=True)
     station = Station(settings, room)
     app = create_app(station)
     scheme = "https" if args.tls_cert else "http"

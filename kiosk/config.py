@@ -7,6 +7,7 @@ silently fall back to a default).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import tomllib
 from pathlib import Path
@@ -91,6 +92,33 @@ class LiveSettings(Strict):
     link_stats_seconds: float = Field(5.0, ge=1.0, le=60.0)
 
 
+class RetentionPolicy(Strict):
+    """How long the court keeps a case type's recordings: exactly one of keep_years, until, until_order.
+    Deletion always needs an order reference; the policy says when a recording is due for one."""
+
+    match: list[str] = []  # case-reference patterns (shell-style, e.g. "CP-*"); "default" needs none
+    keep_years: int | None = Field(None, ge=1, le=200)  # from the session's recording date
+    until: dt.date | None = None
+    until_order: bool = False
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> RetentionPolicy:
+        rules = [self.keep_years is not None, self.until is not None, self.until_order]
+        if sum(rules) != 1:
+            raise ValueError("a retention policy sets exactly one of keep_years, until or until_order = true")
+        return self
+
+
+class ClerkSettings(Strict):
+    """Clerk mode (court side): where the sealed store and the court identity are; retention per case type."""
+
+    store_dir: Path | None = None  # copy of the sealed store (session folders); default: <data_dir>/sessions
+    identity_file: Path | None = None  # the court's age identity (plain or passphrase-protected, as `age -p` makes)
+    exports_dir: Path | None = None  # export packages and retrieved recordings; default: <data_dir>/clerk/exports
+    kiosk_keys: list[str] = []  # pin: kiosk OpenSSH public keys (lines or files); empty: anchored by the ledger
+    retention: dict[str, RetentionPolicy] = {"default": RetentionPolicy(until_order=True)}
+
+
 class Settings(Strict):
     storage: StorageSettings = StorageSettings()
     server: ServerSettings = ServerSettings()
@@ -99,6 +127,7 @@ class Settings(Strict):
     custody: CustodySettings = CustodySettings()
     transcription: TranscriptionSettings = TranscriptionSettings()
     live: LiveSettings = LiveSettings()
+    clerk: ClerkSettings = ClerkSettings()
 
 
 # ---------------------------------------------------------------- room profiles

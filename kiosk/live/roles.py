@@ -17,13 +17,16 @@ class Role(StrEnum):
     PROSECUTION = "prosecution"
     OBSERVER = "observer"
     ACCUSED = "accused"
+    CLERK = "clerk"  # court side: retrieves, verifies and exports sealed recordings (kiosk.clerk)
     PUBLIC = "public"  # declaration only: anyone, signed in or not
 
 
 #: roles an invite can carry (the remote parties)
 INVITE_ROLES: tuple[Role, ...] = (Role.JUDGE, Role.DEFENCE, Role.PROSECUTION, Role.OBSERVER, Role.ACCUSED)
-#: every role a signed-in principal can hold
+#: every role a signed-in principal of the room station can hold
 ALL_ROLES: tuple[Role, ...] = (Role.OPERATOR, *INVITE_ROLES)
+#: roles of the court side (the clerk portal); a clerk is never a party to the live session
+COURT_ROLES: tuple[Role, ...] = (Role.CLERK,)
 #: who may admit a waiting party to the live view, or remove one
 ADMITTERS: tuple[Role, ...] = (Role.OPERATOR, Role.JUDGE)
 #: parties who may question the witness through the judge (issue 6 builds on this)
@@ -36,6 +39,7 @@ LABELS: dict[Role, str] = {
     Role.PROSECUTION: "Prosecution",
     Role.OBSERVER: "Observer",
     Role.ACCUSED: "Accused",
+    Role.CLERK: "Court clerk",
     Role.PUBLIC: "Anyone",
 }
 

@@ -182,9 +182,17 @@ class SignIns:
             self.failures.setdefault(name, []).append(time.time())
 
 
+PRINCIPAL_SOURCES_ATTR = "principal_sources"
+
+
 def principals(conn: HTTPConnection) -> list[Principal]:
-    """Everyone this request could be acting as: a Bearer viewer token, an operator cookie, a viewer cookie."""
-    ctx = conn.app.state.kiosk
+    """Everyone this request could be acting as: a Bearer viewer token, an operator cookie, a viewer cookie,
+    and whatever extra sources a mounted part registered in `app.state.principal_sources` (the clerk
+    portal's sign-ins). An app without a station (the court-side clerk portal) has only the extra ones."""
+    extra = [p for source in getattr(conn.app.state, PRINCIPAL_SOURCES_ATTR, ()) if (p := source(conn))]
+    ctx = getattr(conn.app.state, "kiosk", None)
+    if ctx is None:
+        return extra
     current = ctx.station.session
     current_id = current.info.id if current is not None else None
 
@@ -202,7 +210,7 @@ def principals(conn: HTTPConnection) -> list[Principal]:
         found.append(Principal(Role.OPERATOR, name))
     if pr := participant(conn.cookies.get(VIEWER_COOKIE, "")):
         found.append(pr)
-    return found
+    return found + extra
 
 
 # ---------------------------------------------------------------- route declarations

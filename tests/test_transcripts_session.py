@@ -232,3 +232,34 @@ def test_an_exported_mp4_with_start_gives_the_same_words_on_the_session_clock(tm
     assert [(w["channel"], w["speaker"], w["word"]) for w in words] == [
         (w["channel"], w["speaker"], w["word"]) for w in want]
     assert all(abs(a["start"] - b["start"]) <= 0.0015 for a, b in zip(words, want, strict=True))
+
+
+@pytest.mark.e2e
+def test_the_demo_room_is_transcribed_live_from_the_recorders_segments(tmp_path, model):
+    """The real station and recorder (not synthetic segment files): the scripted lines come out on the
+    speaking microphone at their session times, and no plaintext segment is left behind."""
+    from kiosk.config import load_room
+    from tests.conftest import last_json, run_kiosk, write_settings
+
+    cfg = write_settings(tmp_path, recording={"segment_seconds": 2.0})
+    proc = run_kiosk("--config", str(cfg), "demo", "--language", "ko", "--seconds", "8", "--json", "--no-live",
+                     "--data-dir", str(tmp_path / "data"), timeout=180, check=True)
+    session_dir = Path(last_json(proc.stdout)["session_dir"])
+    status_path = session_dir / "transcripts" / "status.json"
+    wait_for(lambda: status_path.exists() and json.loads(status_path.read_text())["state"] == "complete", 90,
+             "the live transcript to complete")
+    words = json.loads((session_dir / "transcripts" / "transcript.json").read_text())["words"]
+    room = load_room("demo")
+    roles = [m.role for m in room.microphones]
+    spoken = [ln for ln in room.script["ko"].lines if ln.at < 6.8]
+    assert len(spoken) >= 2
+    for line in spoken:
+        channel = roles.index(line.role)
+        mine = [w for w in words if w["channel"] == channel and w["start"] >= line.at - TOLERANCE]
+        assert mine and abs(mine[0]["start"] - line.at) <= TOLERANCE, (line, mine[:3])
+        assert mine[0]["speaker"] == line.role.capitalize()
+        first = min(ln.at for ln in spoken if ln.role == line.role)
+        early = [w for w in words if w["channel"] == channel and w["start"] < first - TOLERANCE]
+        assert not early, f"words on the {line.role} channel before the {line.role} spoke: {early}"
+    segs = seg_files.segments_dir(session_dir)
+    wait_for(lambda: not list(segs.glob("*.mp4*")), 30, "every plaintext segment to be sealed and released")

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import numpy as np
 
 from .audio import TARGET_RATE, read_tracks
@@ -96,6 +97,7 @@ class _SegmentFeed:
     buf: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
     buf_start: int = 0  # segment-relative index of buf[0]
     began: bool = False  # the recogniser has been told the session time of buf_start
+    end: float = 0.0  # session time just after the last sample seen
 
 
 class Transcriber:
@@ -234,6 +236,18 @@ class Transcriber:
             pos = self.journal.position(r.channel)
             feeds[r.channel] = _SegmentFeed(skip_to=pos.sample if pos.segment == seg.index else 0)
         end = seg.start
+        try:
+            self._feed_blocks(seg, by_stream, feeds)
+        except av.error.FFmpegError as exc:  # a torn last fragment after a crash: keep what was readable
+            log.warning("segment %d is unreadable after its first part (%s); transcribing what was readable",
+                        seg.index, exc)
+        for rec in need:
+            end = max(end, feeds[rec.channel].end)
+            self._drain(seg, rec, feeds[rec.channel], last=True)
+        self._last, self._last_end = seg, seg.end if seg.end is not None else end
+
+    def _feed_blocks(self, seg: AudioSegment, by_stream: dict[int, ChannelRecognizer],
+                     feeds: dict[int, _SegmentFeed]) -> None:
         for block in read_tracks(seg.media, list(by_stream), seg.start):
             rec = by_stream[block.stream]
             feed = feeds[rec.channel]
@@ -253,14 +267,11 @@ class Transcriber:
                     feed.buf = np.concatenate([feed.buf, block.pcm])
                 self._feed_chunks(seg, rec, feed)
             feed.base += n
-            end = max(end, block.start + n / TARGET_RATE)
+            feed.end = block.start + n / TARGET_RATE
             self.audio_seconds += n / TARGET_RATE
             if self.progress and self.audio_seconds >= self._next_tick:
                 self._next_tick = self.audio_seconds + 30.0
-                self.progress(self._info(seg, end))
-        for rec in need:
-            self._drain(seg, rec, feeds[rec.channel], last=True)
-        self._last, self._last_end = seg, seg.end if seg.end is not None else end
+                self.progress(self._info(seg, feed.end))
 
     def _feed_chunks(self, seg: AudioSegment, rec: ChannelRecognizer, feed: _SegmentFeed) -> None:
         """Feed whole chunks on the segment's grid; the last sample waits, so the segment's final chunk

@@ -156,3 +156,27 @@ def test_a_session_without_a_model_still_seals_and_leaves_the_transcript_pending
     while list(seg_files.segments_dir(session_dir).glob("seg-*.mp4")) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not list(seg_files.segments_dir(session_dir).glob("seg-*.mp4*"))
+
+
+def test_on_start_up_unfinished_sessions_get_a_worker_again(tmp_path):
+    """After a crash or reboot the station calls resume(): a session whose segments the transcriber still
+    holds gets a worker; with no model for its language, that worker frees them and marks it pending."""
+    from transcripts.live import LiveTranscriber
+
+    root = tmp_path / "sessions"
+    root.mkdir()
+    s = Session.create(root, "demo", "SYN-2026-0101", "Child R", "Officer S", "en")
+    s.transition("start")
+    s.transition("end")
+    media = seg_files.media_path(s.dir, 1)
+    seg_files.segments_dir(s.dir).mkdir()
+    seg_files.hold(media, "transcriber")
+    media.write_bytes(b"not really media: nobody needs to read it without a model")
+    seg_files.write_index(s.dir, seg_files.SegmentIndex(index=1, file=media.name, start=0.0, end=2.0, closed=True))
+    Session.create(root, "demo", "SYN-2026-0102", "Child T", "Officer U", "en")  # nothing held: left alone
+
+    live = LiveTranscriber(settings_for(tmp_path))
+    assert live.resume(root) == [s.dir.resolve()]
+    status = live.wait(s.dir, timeout=30)
+    assert status["worker"]["exit"] == 0 and status["state"] == "pending"
+    assert not media.exists() and not seg_files.holders(media)

@@ -181,11 +181,13 @@ def test_a_segment_deleted_by_court_order_is_reported_as_such(tmp_path):
 
     clerk = Signer("clerk:registry-1", Ed25519PrivateKey.generate())
     with Ledger.open(data, ORIGIN) as led:
-        led.enroll(clerk.actor, clerk.public_b64, "clerk")
+        enrolled = led.enroll(clerk.actor, clerk.public_b64, "clerk")
         entry = led.append(make_statement(clerk, "deleted-by-order", {
             "subject": f"{sid}/seg-000002", "session": sid, "order": "ORDER-2027-17", "date": "2027-01-02"}))
         bundle = led.bundle(entry.index)
+        enrolment = led.bundle(enrolled.index)
     (session_dir / "proofs" / "deleted-by-order-seg-000002.json").write_bytes(canonical_json(bundle))
+    (session_dir / "proofs" / "key-enrolled-clerk-registry-1.json").write_bytes(canonical_json(enrolment))
     (session_dir / "sealed" / "seg-000002.mp4.age").unlink()
     checks = verify_session(session_dir)
     assert all_ok(checks), failures(checks)

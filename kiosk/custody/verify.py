@@ -193,9 +193,14 @@ def verify_session(session_dir: Path, *, kiosk_keys: list[bytes] | None = None,
         listed_files.add(seg["file"])
         path = session_dir / seg["file"]
         order = deleted.get(subject)
-        if not path.exists() and order is not None and by_order_ok(order):
+        if not path.exists() and order is not None:
+            refused = order_problem(order, sid, proven, trusted)
             b = order.statement["body"]
-            add(Check(name, True, f"deleted by order {b.get('order')} on {b.get('date')}", "deleted-by-order"))
+            if refused is None:
+                add(Check(name, True, f"deleted by order {b.get('order')} on {b.get('date')}", "deleted-by-order"))
+            else:
+                add(Check(name, False, f"ciphertext {seg['file']} is missing; its deletion statement does not "
+                          f"count: {refused}"))
             continue
         problems = []
         if not path.exists():
@@ -237,6 +242,24 @@ def verify_session(session_dir: Path, *, kiosk_keys: list[bytes] | None = None,
 def by_order_ok(entry: ProvenEntry) -> bool:
     body = entry.statement["body"]
     return bool(body.get("order")) and bool(body.get("date"))
+
+
+def order_problem(entry: ProvenEntry, session_id: str, proven: dict[str, ProvenEntry],
+                  trusted: list[VerifierKey]) -> str | None:
+    """Why a proven deletion statement does not excuse a missing segment, or None if it does: it must
+    name an order and a date, be about this session, and be signed by a key the ledger enrolled as a
+    clerk's (proven by a key-enrolled bundle in the proofs), so a kiosk key can never delete evidence."""
+    stmt, body = entry.statement, entry.statement["body"]
+    if not by_order_ok(entry):
+        return "it names no order or date"
+    if body.get("session") != session_id:
+        return "it is about another session"
+    enrol = proven.get(f"{KEY_ENROLLED}:{stmt['actor']}/{stmt['key']}")
+    if enrol is None:
+        return f"no proven enrolment of the key of {stmt['actor']}"
+    if enrol.statement["key"] not in {_b64(k.public) for k in trusted} or enrol.statement["body"].get("role") != "clerk":
+        return f"{stmt['actor']} was not enrolled as a clerk by the ledger"
+    return None
 
 
 def _b64(raw: bytes) -> str:

@@ -370,7 +370,7 @@ def _gap_text(gap: Interval, recording: list[Interval], wall: WallClock, first_s
         when = "before first connecting, " + when if first_seen is not None else "never connected, " + when
     w0, w1 = wall.at(gap[0]), wall.at(gap[1])
     walls = f" ({w0}–{w1} UTC)" if w0 else ""
-    return f"gap {clock(gap[0])}–{clock(gap[1])}{walls} {when}"
+    return f"{clock(gap[0])}–{clock(gap[1])}{walls} {when}"
 
 
 def _party_summary(role: str, record: dict, recording: list[Interval], wall: WallClock, end: float) -> dict:
@@ -395,8 +395,7 @@ def _party_summary(role: str, record: dict, recording: list[Interval], wall: Wal
     if gaps:
         shown = [_gap_text(g, recording, wall, first_seen) for g in gaps[:8]]
         more = f"; and {len(gaps) - 8} more" if len(gaps) > 8 else ""
-        parts.append(("Gaps: " if len(gaps) > 1 else "") + "; ".join(shown) + more + ".")
-        parts[-1] = parts[-1][0].upper() + parts[-1][1:]
+        parts.append(("Gaps: " if len(gaps) > 1 else "Gap ") + "; ".join(shown) + more + ".")
     elif recorded > 0 and seen > 0:
         parts.append("No gaps.")
     stats = {"role": role, "names": [p["name"] for p in people], "connected_pct": pct,

@@ -318,3 +318,16 @@ def test_record_shows_a_gap_in_presence_with_its_times_and_the_pause_it_fell_in(
     assert (again.json.read_bytes(), again.html.read_bytes()) == first
     facts = record_facts(again, s.dir)
     assert {f["file"] for f in facts["files"]} == {"record/session-record.json", "record/session-record.html"}
+
+
+def test_session_record_pages_are_for_the_operator(room, parties):
+    r = room.operator.get("/session-record")
+    assert r.status_code == 200 and "Opportunity to examine" in r.text
+    assert "style-src 'unsafe-inline'" in r.headers["content-security-policy"]
+    assert "script-src" not in r.headers["content-security-policy"]  # default-src 'none': no script runs
+    record = room.operator.get("/session-record.json").json()
+    assert record["format"] == "testimony-kiosk/session-record/v1" and record["session"]["ended"] is False
+    assert {q["id"] for q in record["questions"]} >= {"Q1", "Q2"}
+    for who in ("judge", "defence", "observer", "accused"):
+        assert parties[who].get("/session-record").status_code == 403
+        assert parties[who].get("/session-record.json").status_code == 403

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "kiosk.custody.cli",
     "transcripts.cli",
     "kiosk.clerk.cli",
+    "kiosk.examination.cli",
 ]
 
 

@@ -20,6 +20,7 @@ from kiosk.examination.record import build_session_record, record_facts
 from kiosk.examination.talkback import TalkbackRefused, check_talkback_offer
 from kiosk.session import Session, SessionClock
 
+from .conftest import run_kiosk
 from .live_support import live_room
 
 pytestmark = pytest.mark.e2e
@@ -318,6 +319,12 @@ def test_record_shows_a_gap_in_presence_with_its_times_and_the_pause_it_fell_in(
     assert (again.json.read_bytes(), again.html.read_bytes()) == first
     facts = record_facts(again, s.dir)
     assert {f["file"] for f in facts["files"]} == {"record/session-record.json", "record/session-record.html"}
+    # the same from the command line (e.g. after a crash ended the session before the record was written)
+    files.json.unlink()
+    out = run_kiosk("session-record", str(s.dir), check=True)
+    assert json.loads(out.stdout) == facts and files.json.read_bytes() == first[0]
+    bad = run_kiosk("session-record", str(tmp_path / "nowhere"))
+    assert bad.returncode != 0 and "not a session folder" in bad.stderr
 
 
 def test_session_record_pages_are_for_the_operator(room, parties):

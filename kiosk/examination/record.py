@@ -472,8 +472,8 @@ def build_record(session_dir: Path) -> dict:
             "room": info.get("room_id"), "language": info.get("language"), "created_wall": info.get("created_wall"),
             "clock": info.get("clock", {}), "ended": ended, "end_session_time": end,
         },
-        "times": "Times are session time in seconds from the session's creation (one monotonic clock); "
-                 "wall-clock times are UTC.",
+        "times": "Times are session time: hours:minutes:seconds since the session was created, on one "
+                 "monotonic clock (seconds in the JSON). Wall-clock times are UTC.",
         "recording": {"intervals": [list(i) for i in recording], "recorded_seconds": round(total(recording), 3),
                       "pauses": pauses},
         "participants": _participants(events, end),

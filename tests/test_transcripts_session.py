@@ -40,7 +40,7 @@ LINES = [
 ]
 TRACK_SECONDS = 14.0
 BOUNDS = [(0.0, 0.0, 5.0), (5.0, 5.0, 10.0), (16.0, 10.0, 14.0)]  # (session start, track from, track to)
-BOUNDARY, RESUMED = 5.0, 16.0
+BOUNDARY, PAUSED, RESUMED = 5.0, 10.0, 16.0  # session times: a segment boundary, the pause, the resumption
 TOLERANCE = 0.3
 
 
@@ -148,7 +148,7 @@ def test_after_a_pause_words_are_offset_by_the_segment_start(reference, speech):
     _, windows = speech
     ch, start, _ = windows[3]
     assert start == pytest.approx(RESUMED + 0.6)
-    late = [w for w in reference["words"] if w["start"] > 10.0]
+    late = [w for w in reference["words"] if w["start"] > PAUSED]
     assert late and all(w["start"] >= RESUMED for w in late)  # nothing is placed inside the pause
     assert abs(min(w["start"] for w in late) - start) <= TOLERANCE
 
@@ -263,3 +263,25 @@ def test_the_demo_room_is_transcribed_live_from_the_recorders_segments(tmp_path,
         assert not early, f"words on the {line.role} channel before the {line.role} spoke: {early}"
     segs = seg_files.segments_dir(session_dir)
     wait_for(lambda: not list(segs.glob("*.mp4*")), 30, "every plaintext segment to be sealed and released")
+
+
+def test_the_clerks_reassembled_mp4_transcribes_on_the_session_clock(tmp_path, template, reference, speech):
+    """The court side: the clerk's remux of decrypted segments into one MP4 (pauses stay gaps on its
+    timeline) gives each line's words at the same session times as the live transcript."""
+    remux_mod = pytest.importorskip("kiosk.clerk.reassemble", reason="the clerk capability is not installed")
+    out = tmp_path / "retrieved.mp4"
+    first = seg_files.list_indexes(template)[0].start
+    remux = remux_mod.Remuxer(out, first_start=first)
+    for idx in seg_files.list_indexes(template):
+        remux.add(seg_files.media_path(template, idx.index), idx.start, f"segment {idx.index}")
+    remux.close()
+    rc, text = run_cli("transcribe", str(out), "--start", str(first), "--language", "ko", "--json")
+    assert rc == 0
+    words = json.loads(Path(json.loads(text.strip().splitlines()[-1])["paths"]["json"]).read_text())["words"]
+    _, windows = speech
+    for ch, start, end in windows:
+        got = [w for w in words if w["channel"] == ch and start - TOLERANCE <= w["start"] <= end + TOLERANCE]
+        want = [w for w in reference["words"] if w["channel"] == ch and start - TOLERANCE <= w["start"] <= end + TOLERANCE]
+        assert got and abs(got[0]["start"] - want[0]["start"]) <= 0.05, (got[:2], want[:2])
+        assert got[0]["speaker"] == want[0]["speaker"]
+    assert not [w for w in words if PAUSED + 0.6 < w["start"] < RESUMED]  # the pause stays silent

@@ -456,11 +456,18 @@ class ExaminationService:
         at = exam.session.now()
         session = exam.session
 
-        def recorded(entry: dict) -> None:  # worker thread: the spurt's file is complete
-            if session.state is not State.ENDED:
-                session.record(ev.TALKBACK_RECORDED, spurt=entry["number"], file=entry["file"], **{"from": entry["from"]},
-                               to=entry["to"], seconds_of_audio=entry["seconds_of_audio"], bytes=entry["bytes"],
-                               sha256=entry["sha256"])
+        def recorded(entry: dict) -> None:
+            # worker thread: the spurt's file is complete. Logged from the loop, never from the worker, which
+            # must not wait for the session lock (Station.end holds it while the record flushes the worker).
+            fields = {"spurt": entry["number"], "file": entry["file"], "from": entry["from"], "to": entry["to"],
+                      "seconds_of_audio": entry["seconds_of_audio"], "bytes": entry["bytes"], "sha256": entry["sha256"]}
+
+            def log_it() -> None:
+                if session.state is not State.ENDED:
+                    asyncio.ensure_future(self._log(exam, ev.TALKBACK_RECORDED, **fields))
+
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the index still has it
+                self.loop.call_soon_threadsafe(log_it)
 
         tb.stop_talk(at, recorded)
         if session.state is not State.ENDED:

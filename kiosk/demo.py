@@ -39,6 +39,15 @@ def pick_language(settings, room) -> tuple[str, str]:
     return room.room.language, "no transcription model installed; transcript will be pending"
 
 
+def verify_now(station, session_dir: Path) -> dict:
+    from .custody.checkpoint import VerifierKey
+    from .custody.verify import all_ok, failures, verify_session
+
+    checks = verify_session(session_dir, kiosk_keys=[station.custody.signer.public_raw],
+                            ledger_keys=[VerifierKey.parse(station.custody.ledger.vkey)])
+    return {"verified": all_ok(checks), "verify_failures": failures(checks), "checks": len(checks)}
+
+
 def run(args: argparse.Namespace) -> int:
     from .station import Station
 
@@ -84,22 +93,31 @@ def run(args: argparse.Namespace) -> int:
     result = station.end()
     if live is not None:
         live["stop"]()
+    print("session ended; waiting for the transcript ...", flush=True)
+    transcript = station.wait_transcript(session.dir, timeout=max(120.0, args.seconds * 3))
     station.close()
 
     summary = {
         "session_dir": str(session.dir),
         "session_id": session.info.id,
         "language": language,
-        "segments": sorted(str(p) for p in (session.dir / "segments").glob("seg-*.json")),
+        "segments": len(list((session.dir / "segments").glob("seg-*.json"))),
         "frames_encoded": station.pipeline.stats.frames_encoded if station.pipeline else 0,
         "frames_dropped": station.pipeline.stats.frames_dropped if station.pipeline else 0,
     }
     if demo_identity is not None:
         summary["demo_court_identity"] = str(demo_identity)
-    for key in ("seal", "transcript"):
-        if key in result and isinstance(result[key], dict):
-            summary.update(result[key])
-    print(f"session ended: {summary['session_dir']}")
+    if isinstance(result.get("seal"), dict):
+        summary.update(result["seal"])
+    if transcript is not None:
+        summary["transcript"] = {k: transcript.get(k) for k in ("state", "language", "reason", "command", "words",
+                                                                "sealed") if transcript.get(k) is not None}
+    if station.custody is not None and "manifest" in summary:
+        summary.update(verify_now(station, session.dir))  # again: the transcript was sealed after the manifest
+    if live is not None:
+        summary.update({k: live[k] for k in ("base_url", "viewer_url") if k in live})
+    print(f"transcript: {summary.get('transcript', {}).get('state', 'not made')}; "
+          f"verified: {summary.get('verified')}")
     if args.json:
         print(json.dumps(summary))
     return 0 if summary.get("verified", True) else 1

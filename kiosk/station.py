@@ -41,10 +41,14 @@ class Station:
         self._lock = threading.RLock()
         self._clock_factory = clock_factory
         self.custody = self._load_custody() if seal else None  # seal=False: recording-only tests and benches
+        self._artifact_lock = threading.Lock()
         self.transcriber = self._load_transcriber()
         self.recovered = recover_sessions(self.sessions_root)
         if self.custody is not None:
             self.custody.recover(self.data_dir)
+            self._seal_finished_transcripts()
+        if self.transcriber is not None:
+            self.transcriber.resume(self.sessions_root)
 
     # ------------------------------------------------------------ optional capabilities
 
@@ -62,7 +66,36 @@ class Station:
             from transcripts.live import LiveTranscriber
         except ImportError:
             return None
-        return LiveTranscriber(self.settings)
+        return LiveTranscriber(self.settings, on_ready=self.seal_transcript)
+
+    def seal_transcript(self, session_dir: Path, status: dict | None = None) -> dict | None:
+        """Seal a complete transcript to the court and ledger it; the plaintext words leave the kiosk.
+        Called by the transcriber's watcher when a worker finishes, by the demo, and at start-up."""
+        if self.custody is None:
+            return None
+        from transcripts.worker import plaintext_files
+
+        with self._artifact_lock:
+            files = plaintext_files(Path(session_dir))
+            from .custody.artifacts import record_path
+
+            if not files and not record_path(Path(session_dir), "transcript").exists():
+                return None
+            try:
+                return self.custody.seal_artifacts(Path(session_dir), "transcript", files)
+            except SealError as exc:
+                log.error("transcript of %s not sealed yet: %s", Path(session_dir).name, exc)
+                return None
+
+    def _seal_finished_transcripts(self) -> None:
+        """A transcript finished while the kiosk was down (or before a crash) is sealed now."""
+        try:
+            from transcripts.worker import read_status, transcript_dir
+        except ImportError:
+            return
+        for d in sorted(p for p in self.sessions_root.iterdir() if (p / "session.json").exists()):
+            if read_status(transcript_dir(d)).get("state") == "complete":
+                self.seal_transcript(d)
 
     # ------------------------------------------------------------ disk
 
@@ -100,8 +133,9 @@ class Station:
                                      interviewee_pseudonym, interviewer, language, clock=self._clock_factory())
             session.record("devices", cameras=[c.facts() for c in cameras], microphones=[m.facts() for m in mics])
             # holds are taken when a segment opens, so no release can delete plaintext that is not sealed
+            transcribe = self.transcriber is not None and self.transcriber.wants_audio(language)
             holders = tuple(name for name, on in (("seal", self.custody is not None),
-                                                  ("transcriber", self.transcriber is not None)) if on)
+                                                  ("transcriber", transcribe)) if on)
             self.pipeline = MediaPipeline(self.room, self.settings, session, self.hub, cameras, mics,
                                           holders=holders, on_segment_closed=self._segment_closed)
             self.pipeline.start()
@@ -231,6 +265,18 @@ class Station:
         return {"status": "ok" if all(i["ok"] for i in items) else ("failing" if critical else "degraded"),
                 "recording": bool(running and p.recording), "items": items,
                 "disk": {"free_bytes": disk["free_bytes"], "minutes_left": disk["minutes_left"]}}
+
+    def wait_transcript(self, session_dir: Path, timeout: float = 300) -> dict | None:
+        """Block until the session's transcript is finished and sealed (demo, tests); returns its status."""
+        if self.transcriber is None:
+            return None
+        status = self.transcriber.wait(session_dir, timeout)
+        if status.get("state") == "complete":
+            sealed = self.seal_transcript(session_dir)
+            if sealed is not None:
+                status["sealed"] = {"ledger_index": sealed["ledger_index"],
+                                    "files": [f["file"] for f in sealed["files"]]}
+        return status
 
     def close(self) -> None:
         with self._lock:

@@ -19,6 +19,7 @@ from ..config import Settings
 from ..errors import LedgerConflict, SealError
 from ..logs import event as log_event
 from ..media import segments
+from .artifacts import ARTIFACTS_SEALED, artifacts_subject, seal_artifacts, sealed_kinds
 from .canonical import canonical_json, write_atomic
 from .keys import Signer, kiosk_signer
 from .ledger import LedgerAPI, enrolment_subject
@@ -86,6 +87,10 @@ def write_proofs(session_dir: Path, ledger: LedgerAPI, signer: Signer) -> list[P
     if manifest_entry is None:
         raise SealError(f"manifest of {sid} is not in the ledger")
     wanted.append((proof_name(MANIFEST_SEALED, "session"), manifest_entry.index))
+    for kind in sealed_kinds(session_dir):
+        entry = ledger.find(f"{ARTIFACTS_SEALED}:{artifacts_subject(sid, kind)}")
+        if entry is not None:
+            wanted.append((proof_name(ARTIFACTS_SEALED, kind), entry.index))
     note = ledger.checkpoint()
     out_dir = session_dir / PROOFS_DIR
     written = []
@@ -231,6 +236,19 @@ class Sealer:
         log_event(log, "session sealed", session=session_dir.name, verified=result["verified"],
                   segments=result["segments_sealed"])
         return result
+
+    def seal_artifacts(self, session_dir: Path, kind: str, files: list[Path]) -> dict:
+        """Seal a finished transcript or session record (see artifacts.py) and refresh the session's
+        offline proofs so they include it. Runs in the caller's thread."""
+        session_dir = Path(session_dir).resolve()
+        if not self._ensure_enrolled():
+            raise SealError(f"ledger unreachable: the {kind} of {session_dir.name} stays unsealed until it answers")
+        record = seal_artifacts(session_dir, kind, files, self.recipients, self.ledger, self.signer,
+                                encrypt=self._encrypt)
+        if (session_dir / "manifest.json").exists():
+            write_proofs(session_dir, self.ledger, self.signer)
+        log_event(log, "artifacts sealed", session=session_dir.name, kind=kind, files=len(record["files"]))
+        return record
 
     # ------------------------------------------------------------ start-up
 

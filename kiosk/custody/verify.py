@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import merkle, sshsig
+from .artifacts import verify_artifacts  # noqa: E402 (cycle-safe: artifacts imports verify lazily)
 from .canonical import EncodingError, loads_canonical
 from .checkpoint import CheckpointError, VerifierKey, verify_checkpoint
 from .keys import KeyFileError, parse_openssh_public, public_raw
@@ -232,6 +233,9 @@ def verify_session(session_dir: Path, *, kiosk_keys: list[bytes] | None = None,
                 add(Check(f"file sealed/{extra.name}", False, "ciphertext not listed in the manifest"))
     for un in manifest.get("unsealed") or []:
         add(Check(f"segment {un.get('index')}", False, f"never sealed ({un.get('reason')})"))
+
+    # -- transcript and session record, sealed after the manifest
+    checks.extend(verify_artifacts(session_dir, sid, proven, by_kiosk))
 
     # -- order and continuity
     add(_order_check(segs, manifest.get("unsealed") or []))

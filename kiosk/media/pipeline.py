@@ -99,6 +99,9 @@ class MediaPipeline:
     def _call(self, command: str, timeout: float = 10.0) -> None:
         done = threading.Event()
         self._commands.put((command, done))
+        if not self.alive:  # the media thread is gone (failed or stopped): act here, nobody else will
+            self._drain_commands(0)
+            return
         if not done.wait(timeout) and self._thread and self._thread.is_alive():
             raise TimeoutError(f"media thread did not {command} within {timeout} s")
 

@@ -235,12 +235,39 @@ def verify_session(session_dir: Path, *, kiosk_keys: list[bytes] | None = None,
         add(Check(f"segment {un.get('index')}", False, f"never sealed ({un.get('reason')})"))
 
     # -- transcript and session record, sealed after the manifest
-    checks.extend(verify_artifacts(session_dir, sid, proven, by_kiosk))
+    checks.extend(_deleted_artifacts(verify_artifacts(session_dir, sid, proven, by_kiosk), session_dir, sid,
+                                     proven, deleted, trusted))
 
     # -- order and continuity
     add(_order_check(segs, manifest.get("unsealed") or []))
     checks.extend(_continuity_checks(segs, manifest["events"]))
     return checks
+
+
+def _deleted_artifacts(checks: list[Check], session_dir: Path, sid: str, proven: dict[str, ProvenEntry],
+                       deleted: dict[str, ProvenEntry], trusted: list[VerifierKey]) -> list[Check]:
+    """A sealed transcript (or talkback) whose ciphertexts are all gone under a proven court order is
+    reported as deleted by that order, not as missing."""
+    from .artifacts import ARTIFACTS_SEALED, FOLDERS, artifacts_subject
+
+    out = []
+    for check in checks:
+        kind = check.item.removesuffix(" (sealed)")
+        order = deleted.get(artifacts_subject(sid, kind))
+        led = proven.get(f"{ARTIFACTS_SEALED}:{artifacts_subject(sid, kind)}")
+        if check.ok or kind not in FOLDERS or order is None or led is None:
+            out.append(check)
+            continue
+        files = [i.get("file") for i in led.statement["body"].get("files", [])]
+        if any((Path(session_dir) / FOLDERS[kind] / f).exists() for f in files):
+            out.append(check)  # some ciphertext is still there: judge it as it is
+            continue
+        refused = order_problem(order, sid, proven, trusted)
+        b = order.statement["body"]
+        out.append(Check(check.item, True, f"deleted by order {b.get('order')} on {b.get('date')}", "deleted-by-order")
+                   if refused is None else
+                   Check(check.item, False, f"ciphertexts are missing; their deletion statement does not count: {refused}"))
+    return out
 
 
 def by_order_ok(entry: ProvenEntry) -> bool:

@@ -47,6 +47,7 @@ class Station:
         if self.custody is not None:
             self.custody.recover(self.data_dir)
             self._seal_finished_transcripts()
+            self._finish_records()
         if self.transcriber is not None:
             self.transcriber.resume(self.sessions_root)
 
@@ -86,6 +87,19 @@ class Station:
             except SealError as exc:
                 log.error("transcript of %s not sealed yet: %s", Path(session_dir).name, exc)
                 return None
+
+    def _finish_records(self) -> None:
+        """Sessions that ended by crash recovery, or whose record was not sealed: build and seal it now."""
+        from .custody.artifacts import record_path
+
+        for d in sorted(p for p in self.sessions_root.iterdir() if (p / "manifest.json").exists()):
+            if record_path(d, "record").exists():
+                continue
+            if not (d / "record").is_dir():
+                session = Session.load(d)
+                if self._build_record(session, {}) is None:
+                    continue
+            self._seal_record(d)
 
     def _seal_finished_transcripts(self) -> None:
         """A transcript finished while the kiosk was down (or before a crash) is sealed now."""
@@ -192,6 +206,7 @@ class Station:
             facts = self.facts()
             self.pipeline.stop()
             result = {"event": entry, "session_dir": str(session.dir)}
+            record = self._build_record(session, facts)
             if self.transcriber is not None:
                 result["transcript"] = self.transcriber.session_ended(session)
             if self.custody is not None:
@@ -201,7 +216,50 @@ class Station:
                     session.record("seal-incomplete", error=str(exc),
                                    note="sealing is finished at the next start or by `kiosk seal recover`")
                     result["seal"] = {"verified": False, "error": str(exc)}
+                else:
+                    result["sealed_artifacts"] = self._seal_record(session.dir)
+            if record is not None:
+                result["record"] = str(record.json)
             return result
+
+    def _build_record(self, session: Session, facts: dict):
+        """The session record (who was present, every question and ruling) goes into the signed facts."""
+        try:
+            from .examination.record import build_session_record, record_facts
+        except ImportError:
+            return None
+        try:
+            files = build_session_record(session.dir)
+        except Exception:  # noqa: BLE001 - a record bug must not stop the recording from being sealed
+            log.exception("session record of %s could not be built; `kiosk session-record` rebuilds it",
+                          session.info.id)
+            return None
+        facts["session_record"] = record_facts(files, session.dir)
+        return files
+
+    def _seal_record(self, session_dir: Path) -> list[str]:
+        """Seal the record and the judge's talkback spurts (question text and a voice: court-only)."""
+        sealed = []
+        for kind, folder in (("record", "record"), ("talkback", "talkback")):
+            files = [p for p in sorted((session_dir / folder).glob("*"))
+                     if p.is_file() and not p.name.endswith(".age") and p.name != "sealed.json"]
+            from .custody.artifacts import record_path
+
+            if not files and not record_path(session_dir, kind).exists():
+                continue
+            with self._artifact_lock:
+                try:
+                    self.custody.seal_artifacts(session_dir, kind, files)
+                    sealed.append(kind)
+                except SealError as exc:
+                    log.error("%s of %s not sealed yet: %s", kind, session_dir.name, exc)
+        return sealed
+
+    def talkback_sink(self, pcm, session_time: float) -> None:
+        """The judge's push-to-talk audio (float32 mono 48 kHz): recorded as its own track. Never blocks."""
+        p = self.pipeline
+        if p is not None and p.talkback is not None:
+            p.talkback.push(pcm)
 
     def facts(self) -> dict:
         """Device and software facts for the manifest."""

@@ -33,9 +33,11 @@ def test_demo_summary_says_sealed_verified_and_transcribed(demo):
 
 def test_no_words_and_no_media_are_readable_on_the_kiosk_after_the_session(demo):
     session = Path(demo["session_dir"])
-    leftovers = [p for p in session.rglob("*") if p.is_file() and p.suffix in (".mp4", ".vtt", ".srt", ".html")
-                 and p.parent.name in ("segments", "transcripts")]
+    leftovers = [p for p in session.rglob("*") if p.is_file() and p.suffix in (".mp4", ".vtt", ".srt", ".html", ".json")
+                 and p.parent.name in ("segments", "transcripts", "record") and p.name not in ("sealed.json", "status.json")
+                 and not p.name.startswith("seg-")]
     assert leftovers == []
+    assert (session / "record" / "session-record.json.age").exists(), "the session record is sealed too"
     assert not list(Path(demo["data_dir"]).rglob("court-identity*")), "the court identity lives outside"
     status = json.loads((session / "transcripts" / "status.json").read_text())
     assert status["state"] == "complete"

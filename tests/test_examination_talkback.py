@@ -56,7 +56,8 @@ def kiosk(tmp_path):
         f'pcm.earpiece {{\n type file\n slave.pcm "null"\n file "{raw}"\n format "raw"\n}}\n')
     room = write_live_room(tmp_path)
     room.write_text(room.read_text() + '\n[earpiece]\ndevice = "earpiece"\nsample_rate = 48000\n')
-    recipient = pyrage.x25519.Identity.generate().to_public()
+    court = pyrage.x25519.Identity.generate()  # the court's key: talkback and record are sealed to it
+    recipient = court.to_public()
     settings = tmp_path / "kiosk.toml"
     settings.write_text(
         "[transcription]\nenabled = false\n[storage]\nmin_free_mb = 0\nmax_session_minutes = 1\n"
@@ -85,7 +86,7 @@ def kiosk(tmp_path):
                 time.sleep(0.1)
         operator = httpx.Client(base_url=base, timeout=30)
         assert operator.post(link.replace(base, "")).status_code == 303
-        yield base, operator, raw, data
+        yield base, operator, raw, data, court
         operator.close()
     finally:
         proc.send_signal(signal.SIGINT)
@@ -102,7 +103,7 @@ def blocks(pcm: np.ndarray, size: int = 960) -> np.ndarray:
 
 
 def test_judge_talkback_reaches_the_earpiece_only_while_talk_is_held(kiosk, tmp_path):
-    base, operator, raw, data = kiosk
+    base, operator, raw, data, court = kiosk
     tone = tmp_path / "judge-mic.wav"
     subprocess.run(["sox", "-n", "-r", "48000", "-c", "1", "-b", "16", str(tone), "synth", "30", "sine",
                     str(TONE_HZ), "vol", "0.5"], check=True)
@@ -161,16 +162,23 @@ def test_judge_talkback_reaches_the_earpiece_only_while_talk_is_held(kiosk, tmp_
     start, stop = talk[1], talk[2]
     assert stop["reason"] == "released" and HOLD_S * 0.8 <= stop["t"] - start["t"] <= HOLD_S + 1.0
     # kept as its own track: an Opus file per spurt, in the index, the log and the session record
-    index = json.loads((session_dir / "talkback" / "index.json").read_text())
+    def court_copy(rel: str) -> Path:
+        """Sealed at session end: only the court's identity opens it."""
+        out = tmp_path / Path(rel).name
+        out.write_bytes(pyrage.decrypt((session_dir / (rel + ".age")).read_bytes(), [court]))
+        return out
+
+    assert not (session_dir / "talkback" / "index.json").exists(), "no plaintext talkback left on the kiosk"
+    index = json.loads(court_copy("talkback/index.json").read_text())
     (spurt,) = index["spurts"]
     assert (spurt["from"], spurt["to"]) == (start["t"], stop["t"])
-    probe = ffprobe(session_dir / spurt["file"])
+    probe = ffprobe(court_copy(spurt["file"]))
     (stream,) = probe["streams"]
     assert stream["codec_name"] == "opus" and stream["channels"] == 1
     assert float(probe["format"]["duration"]) == pytest.approx(spurt["seconds_of_audio"], abs=0.1)
     assert HOLD_S * 0.6 <= spurt["seconds_of_audio"] <= HOLD_S * 1.3
     recorded = [e for e in events if e["type"] == "talkback-recorded"]
     assert recorded and recorded[0]["sha256"] == spurt["sha256"]
-    record = json.loads((session_dir / "record" / "session-record.json").read_text())
+    record = json.loads(court_copy("record/session-record.json").read_text())
     assert record["talkback"]["spurts"][0]["sha256"] == spurt["sha256"]
     assert "by talkback 1 time" in record["summaries"]["judge"]["text"]

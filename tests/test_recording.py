@@ -207,3 +207,40 @@ def test_pause_closes_the_segment_and_resume_opens_a_new_one(tmp_path: Path, too
     assert segs[1].start - segs[0].end == pytest.approx(1.0, abs=0.3), "the pause shows as a gap"
     types = [e["type"] for e in session.events()]
     assert types.index("session-pause") < types.index("session-resume")
+
+
+def test_judge_talkback_is_its_own_track_and_never_in_the_live_mix(tmp_path: Path, tools):
+    room_path = write_room(tmp_path)
+    room_path.write_text(room_path.read_text() + '\n[earpiece]\ndevice = "earpiece"\n')
+    settings = load_settings(write_settings(tmp_path))
+    settings.storage.data_dir = tmp_path / "data"
+    settings.storage.min_free_mb = 0
+    settings.storage.max_session_minutes = 1
+    settings.transcription.enabled = False
+    station = Station(settings, load_room(room_path), seal=False)
+    session = station.create_session("TALK-1", "Synthetic", "Test")
+    station.start()
+    time.sleep(0.5)
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(960) / 48000)).astype(np.float32)
+    for _ in range(50):  # one second of the judge talking, in 20 ms WebRTC-sized blocks
+        station.talkback_sink(tone, session.now())
+        time.sleep(0.02)
+    time.sleep(0.5)
+    station.end()
+    seg = seg_files.list_indexes(session.dir)[0]
+    assert seg.mic_roles == ["interviewer", "witness", "judge-talkback"]
+    media = seg_files.media_path(session.dir, seg.index)
+    info = ffprobe(media)
+    assert [s.get("tags", {}).get("handler_name") for s in info["streams"][1:]] == \
+        ["mix", "interviewer", "witness", "judge-talkback"]
+
+    def energy_at_440(stream: int) -> float:
+        with av.open(str(media)) as c:
+            pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(c.streams[stream])])
+        spectrum = np.abs(np.fft.rfft(pcm)) ** 2  # power
+        freqs = np.fft.rfftfreq(len(pcm), 1 / 48000)
+        band = (freqs > 430) & (freqs < 450)
+        return float(spectrum[band].sum() / (spectrum.sum() + 1e-9))
+
+    assert energy_at_440(4) > 0.3, "the talkback track carries the judge's audio"
+    assert energy_at_440(seg_files.MIX_STREAM) < 0.02, "the judge's voice is not in the live mix"

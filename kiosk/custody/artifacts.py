@@ -26,7 +26,7 @@ from .statement import make_statement
 
 ARTIFACTS_SEALED = "artifacts-sealed"
 RECORD_FILE = "sealed.json"
-FOLDERS = {"transcript": "transcripts", "record": "record"}
+FOLDERS = {"transcript": "transcripts", "record": "record", "talkback": "talkback"}
 
 
 def artifacts_subject(session_id: str, kind: str) -> str:

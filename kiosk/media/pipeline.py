@@ -36,6 +36,44 @@ log = logging.getLogger("kiosk.pipeline")
 MAX_LAG_S = 1.0  # further behind than this, frames are skipped (and counted as dropped)
 
 
+class TalkbackBuffer:
+    """The judge's push-to-talk audio on its way into the recording (its own track, never the live mix)."""
+
+    MAX_SAMPLES = 48000 // 2
+
+    def __init__(self) -> None:
+        self._chunks: list[np.ndarray] = []
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def push(self, pcm: np.ndarray) -> None:
+        pcm = np.asarray(pcm, np.float32).reshape(-1)
+        with self._lock:
+            self._chunks.append(pcm)
+            self._size += len(pcm)
+            while self._size > self.MAX_SAMPLES and len(self._chunks) > 1:  # never more than 0.5 s behind
+                self._size -= len(self._chunks.pop(0))
+
+    def take(self, count: int) -> np.ndarray:
+        out = np.zeros(count, np.float32)
+        filled = 0
+        with self._lock:
+            while filled < count and self._chunks:
+                chunk = self._chunks[0]
+                n = min(count - filled, len(chunk))
+                out[filled:filled + n] = chunk[:n]
+                filled += n
+                self._size -= n
+                if n == len(chunk):
+                    self._chunks.pop(0)
+                else:
+                    self._chunks[0] = chunk[n:]
+        return out
+
+
+TALKBACK_ROLE = "judge-talkback"
+
+
 @dataclass
 class PipelineStats:
     frames_encoded: int = 0
@@ -69,6 +107,11 @@ class MediaPipeline:
         self.video = VideoEncoder(v.width, v.height, v.fps, settings.encoder)
         self.mix_encoder = AudioEncoder(settings.encoder.audio_bitrate_kbps)
         self.mic_encoders = [AudioEncoder(settings.encoder.audio_bitrate_kbps) for _ in mics]
+        # rooms with an earpiece record the judge's talkback as one more track after the microphones
+        self.talkback = TalkbackBuffer() if room.earpiece is not None else None
+        self.track_roles = [m.role for m in mics] + ([TALKBACK_ROLE] if self.talkback else [])
+        if self.talkback is not None:
+            self.mic_encoders.append(AudioEncoder(settings.encoder.audio_bitrate_kbps))
         self.stats = PipelineStats()
         self.recorder: SegmentRecorder | None = None
         self._commands: queue.Queue = queue.Queue()
@@ -238,7 +281,7 @@ class MediaPipeline:
                 return
             self.recorder = SegmentRecorder(
                 self.session.dir, self.video.template_from(packet), self.fps, self.room.video.width,
-                self.room.video.height, [m.role for m in self.mics],
+                self.room.video.height, self.track_roles,
                 fragment_seconds=self.settings.recording.fragment_seconds,
                 first_index=len(seg_files.list_indexes(self.session.dir)) + 1,
                 holders=self.holders, on_closed=self._segment_closed,
@@ -311,6 +354,8 @@ class MediaPipeline:
             self.hub.publish("audio", copy_packet(packet))
             if recording:
                 self._record_audio(seg_files.MIX_STREAM, packet)
+        if self.talkback is not None:
+            blocks.append(self.talkback.take(OPUS_FRAME))  # recorded, not mixed into the live sound
         if recording:
             for i, (enc, pcm) in enumerate(zip(self.mic_encoders, blocks, strict=True)):
                 for packet in enc.encode(pcm, start):

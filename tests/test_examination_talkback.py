@@ -80,7 +80,7 @@ def kiosk(tmp_path):
         base = f"http://127.0.0.1:{port}"
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{base}/health").status_code == 200:
+                if httpx.get(f"{base}/healthz").status_code == 200:
                     break
             except httpx.ConnectError:
                 time.sleep(0.1)

@@ -53,7 +53,7 @@ def test_kiosk_serve_starts_the_console_and_prints_a_one_time_link(tmp_path):
         base = f"http://127.0.0.1:{port}"
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{base}/health").status_code == 200:
+                if httpx.get(f"{base}/healthz").status_code == 200:
                     break
             except httpx.ConnectError:
                 time.sleep(0.1)

@@ -37,12 +37,6 @@ def set_cookie(request: Request, response: Response, name: str, value: str, max_
 # ---------------------------------------------------------------- public
 
 
-@router.get("/health")
-def health(request: Request, _: Annotated[Principal | None, Depends(PUBLIC)]):
-    s = ctx_of(request).station.session
-    return {"ok": True, "session": s.info.state if s else None}
-
-
 @router.get("/")
 def root(principal: Annotated[Principal | None, Depends(PUBLIC)]):
     if principal is None:

@@ -34,6 +34,10 @@ from pathlib import Path
 import av
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from ..custody.artifacts import ARTIFACTS_SEALED, artifacts_subject
+from ..custody.artifacts import FOLDERS as ARTIFACT_FOLDERS
+from ..custody.artifacts import RECORD_FILE as ARTIFACT_RECORD
+from ..custody.artifacts import record_path as artifact_record
 from ..custody.canonical import canonical_json, fsync_dir
 from ..custody.keys import Signer
 from ..custody.manifest import ALLOWED_SIGNERS, MANIFEST, NAMESPACE, SEALED_MANIFEST, SIGNATURE
@@ -42,7 +46,7 @@ from ..custody.statement import utc_now_iso
 from ..custody.verify import all_ok, verify_session
 from ..logs import event as log_event
 from .court import Court
-from .errors import ClerkError
+from .errors import ClerkError, RetrievalError
 from .identity import Passphrase, load_court_identity
 from .retrieve import Retrieval, check_identity, clean_text, decrypt_segment, retrieve
 from .store import EXPORTED_KIND, read_manifest
@@ -55,7 +59,7 @@ README = "README.txt"
 REPORT = "verification-report.html"
 SUMS = "SHA256SUMS"
 CIPHERTEXT_SUMS = "ciphertexts.sha256"
-TRANSCRIPT_FILES = ("transcript.vtt", "transcript.srt", "transcript.json", "transcript.html", "status.json")
+TRANSCRIPT_FILES = ("transcript.vtt", "transcript.srt", "transcript.json", "transcript.html")
 RECORD_FILES = ("session-record.json", "session-record.html")
 STORED_SUFFIXES = (".mp4", ".age", ".zip")  # already compressed: zip them as they are
 
@@ -110,23 +114,51 @@ def probe(path: Path) -> dict:
     return {"streams": streams, "duration": duration}
 
 
-def _transcripts(session_dir: Path, pkg: Path, identities: list, notes: list[str]) -> list[str]:
-    src = session_dir / "transcripts"
-    copied = []
-    for name in TRANSCRIPT_FILES:
-        plain, sealed = src / name, src / f"{name}.age"
-        dst = pkg / "transcripts" / name
-        if plain.is_file():
-            _copy(plain, dst)
-        elif sealed.is_file():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            decrypt_segment(sealed, dst, identities)
-        else:
+def sealed_artifacts(court: Court, session_dir: Path, sid: str, kind: str) -> dict | None:
+    """The ledgered `artifacts-sealed` body of a session's transcript/record/talkback, if it was sealed."""
+    if not artifact_record(session_dir, kind).exists():
+        return None
+    entry = court.ledger.find(f"{ARTIFACTS_SEALED}:{artifacts_subject(sid, kind)}")
+    if entry is None:
+        raise ClerkError(f"the {kind} of {sid} is sealed but not on the ledger (yet): try again later")
+    return entry.statement["body"]
+
+
+def _open_sealed(body: dict, src: Path, dst: Path, identities: list, wanted: tuple[str, ...]) -> list[str]:
+    """Decrypt the wanted files of a sealed set, each checked against the ledgered plaintext hash."""
+    opened = []
+    for item in body.get("files", []):
+        name = item["file"].removesuffix(".age")
+        if name not in wanted:
             continue
-        copied.append(name)
-    state = "none"
-    if (pkg / "transcripts" / "status.json").is_file():
-        state = json.loads((pkg / "transcripts" / "status.json").read_text()).get("state", "unknown")
+        dst.mkdir(parents=True, exist_ok=True)
+        try:
+            digest, size = decrypt_segment(src / item["file"], dst / name, identities)
+        except Exception as exc:  # pyrage.DecryptError, OSError
+            raise RetrievalError(f"{src.name}/{item['file']}: does not decrypt ({exc})") from None
+        if digest != item["plaintext_sha256"] or size != item["plaintext_size"]:
+            raise RetrievalError(f"{src.name}/{item['file']}: decrypted bytes differ from the ledgered statement")
+        opened.append(name)
+    return opened
+
+
+def _transcripts(court: Court, session_dir: Path, sid: str, pkg: Path, identities: list,
+                 notes: list[str], sealed_folders: list[str]) -> list[str]:
+    src = session_dir / "transcripts"
+    body = sealed_artifacts(court, session_dir, sid, "transcript")
+    if body is not None:
+        copied = _open_sealed(body, src, pkg / "transcripts", identities, TRANSCRIPT_FILES)
+        sealed_folders.append("transcripts")
+    else:
+        copied = []
+        for name in TRANSCRIPT_FILES:
+            if (src / name).is_file():
+                _copy(src / name, pkg / "transcripts" / name)
+                copied.append(name)
+    try:
+        state = json.loads((src / "status.json").read_text()).get("state", "unknown")
+    except (OSError, ValueError):
+        state = "none"
     if state != "complete":
         notes.append(f"transcript: {state} (the package holds what exists now; a complete transcript can be "
                      "exported later)")
@@ -145,13 +177,18 @@ def _record_hashes(manifest: dict) -> dict[str, str]:
     return {}
 
 
-def _record(session_dir: Path, manifest: dict, pkg: Path, notes: list[str]) -> list[str]:
+def _record(court: Court, session_dir: Path, sid: str, manifest: dict, pkg: Path, identities: list,
+            notes: list[str], sealed_folders: list[str]) -> list[str]:
     src = session_dir / "record"
     out = pkg / "record"
+    body = sealed_artifacts(court, session_dir, sid, "record")
+    if body is not None:
+        sealed_folders.append("record")
+        return _open_sealed(body, src, out, identities, RECORD_FILES)
     if all((src / n).is_file() for n in RECORD_FILES):
         listed = _record_hashes(manifest)
         if not listed:
-            notes.append("session record: copied from the store; the signed manifest lists no hashes for it")
+            notes.append("session record: copied from the store; nothing signed or ledgered lists its hashes")
         for name in RECORD_FILES:
             _copy(src / name, out / name)
             want = listed.get(f"record/{name}")
@@ -182,6 +219,10 @@ def _session_copy(session_dir: Path, manifest: dict, pkg: Path) -> None:
         _copy(session_dir / seg["file"], dst / seg["file"])
     for proof in sorted((session_dir / PROOFS_DIR).glob("*.json")):
         _copy(proof, dst / PROOFS_DIR / proof.name)
+    for folder in ARTIFACT_FOLDERS.values():  # sealed transcript, record, talkback: as verify reads them
+        if (session_dir / folder / ARTIFACT_RECORD).is_file():
+            for path in [session_dir / folder / ARTIFACT_RECORD, *sorted((session_dir / folder).glob("*.age"))]:
+                _copy(path, dst / folder / path.name)
 
 
 def _keys(court: Court, manifest: dict, signer: Signer, session_dir: Path, pkg: Path) -> None:
@@ -240,13 +281,15 @@ def export_session(court: Court, clerk: str | Signer, session_id: str, *, purpos
         pkg = work / name
         pkg.mkdir(mode=0o700)
         retrieval = retrieve(court, signer, session_id, purpose=purpose, order=order, out=pkg / RECORDING,
-                             identities=identities)
+                             identities=identities, also=["transcript", "session record"])
         final_name = f"{session_id}-{retrieval.request}"
         pkg = pkg.rename(work / final_name)
         recording = pkg / RECORDING
 
-        transcripts = _transcripts(session_dir, pkg, identities, notes)
-        record = _record(session_dir, manifest, pkg, notes)
+        sid = manifest["session"].get("id") or session_id
+        sealed_folders: list[str] = []
+        transcripts = _transcripts(court, session_dir, sid, pkg, identities, notes, sealed_folders)
+        record = _record(court, session_dir, sid, manifest, pkg, identities, notes, sealed_folders)
         _session_copy(session_dir, manifest, pkg)
         _keys(court, manifest, signer, session_dir, pkg)
         (pkg / CIPHERTEXT_SUMS).write_text("".join(f"{s['ciphertext_sha256']}  {s['file']}\n"
@@ -267,6 +310,7 @@ def export_session(court: Court, clerk: str | Signer, session_id: str, *, purpos
             "segments": manifest["segments"],
             "last_end": max(s["end"] for s in manifest["segments"]),
             "pinned_kiosk": court.kiosk_keys is not None,
+            "sealed_folders": sealed_folders,
         }
         env = templates()
         (pkg / REPORT).write_text(env.get_template("report.html").render(**context))

@@ -9,9 +9,11 @@ Deleting by order, in this order so a crash at any point is finished by running 
 1. "deleted-by-order" statements on the ledger, signed by the clerk: one per segment (what verification
    looks for) and one for the session listing every file removed with its SHA-256; then their proofs
    (and the clerk's key enrolment) go into the session's proofs folder.
+   Sealed transcript and talkback sets get one statement each.
 2. The ciphertexts go, with any plaintext of the recording on this machine: decrypted segments, the
    transcript (it holds the words), talkback audio, retrieved copies and export packages of the session.
-What stays: the signed manifest, segment indexes and seal records, the event log, the proofs. They
+What stays: the signed manifest, segment indexes and seal records, the event log, the sealed session
+record (the record of the proceedings, not of the testimony), the proofs. They
 show what existed and that it was deleted, by which order, on which date; `kiosk verify` then reports
 "deleted by order X on date" for each segment instead of "missing".
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import hashlib
+import json
 import logging
 import re
 import shutil
@@ -28,6 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import RetentionPolicy, Settings
+from ..custody.artifacts import FOLDERS as ARTIFACT_FOLDERS
+from ..custody.artifacts import RECORD_FILE as ARTIFACT_RECORD
+from ..custody.artifacts import artifacts_subject
+from ..custody.artifacts import record_path as artifact_record
 from ..custody.canonical import fsync_dir
 from ..custody.keys import Signer
 from ..custody.seal import segment_subject
@@ -42,8 +49,9 @@ from .store import SessionSummary, read_manifest
 log = logging.getLogger("kiosk.clerk.retention")
 
 DEFAULT = "default"
+DELETED_KINDS = ("transcript", "talkback")  # sealed sets that hold what was said; the session record stays
+KEEP_FILES = ("status.json", ARTIFACT_RECORD, "worker.lock")  # no content; the sealed set's index stays
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-PLAINTEXT_DIRS = ("transcripts", "talkback")
 
 
 def policy_for(settings: Settings, case_reference: str) -> tuple[str, RetentionPolicy]:
@@ -122,11 +130,26 @@ def _court_copies(court: Court, session_id: str) -> list[Path]:
 def _to_remove(court: Court, session_dir: Path, manifest: dict) -> list[Path]:
     out = [session_dir / s["file"] for s in manifest["segments"]]
     out += [seg_files.media_path(session_dir, s["index"]) for s in manifest["segments"]]
-    for name in PLAINTEXT_DIRS:
-        folder = session_dir / name
+    for kind in DELETED_KINDS:
+        folder = session_dir / ARTIFACT_FOLDERS[kind]
         if folder.is_dir():
-            out += sorted(p for p in folder.rglob("*") if p.is_file())
+            out += sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in KEEP_FILES)
     out += _court_copies(court, session_dir.name)
+    return out
+
+
+def _artifact_statements(signer: Signer, session_dir: Path, sid: str, order: str, date: str) -> list[tuple]:
+    """One deletion statement per sealed artifact set that goes (transcript, talkback): what verification
+    looks for to report "deleted by order" instead of "missing"."""
+    out = []
+    for kind in DELETED_KINDS:
+        rec = artifact_record(session_dir, kind)
+        if not rec.is_file():
+            continue
+        files = [f.get("file") for f in json.loads(rec.read_text()).get("files", [])]
+        body = {"subject": artifacts_subject(sid, kind), "session": sid, "kind": kind, "order": order,
+                "date": date, "files": sorted(files)}
+        out.append((make_statement(signer, DELETED_BY_ORDER, body), f"{DELETED_BY_ORDER}-{kind}.json"))
     return out
 
 
@@ -140,6 +163,9 @@ def delete_by_order(court: Court, clerk: str | Signer, session_id: str, *, order
     session_dir = court.store.session_dir(session_id)
     manifest = read_manifest(session_dir)
     ledger = court.ledger
+    sid = manifest["session"].get("id") or session_id
+    if sid != session_id:
+        raise ClerkError(f"folder {session_id} holds the manifest of session {sid}; delete it under its own id")
 
     existing = ledger.find(f"{DELETED_BY_ORDER}:{session_id}")
     if existing is not None:
@@ -165,10 +191,13 @@ def delete_by_order(court: Court, clerk: str | Signer, session_id: str, *, order
         "subject": segment_subject(session_id, s["index"]), "session": session_id, "index": s["index"],
         "order": order, "date": date, "ciphertext_sha256": s["ciphertext_sha256"], "file": s["file"]})
         for s in manifest["segments"]]
-    stmts.append(make_statement(signer, DELETED_BY_ORDER, session_body) if existing is None else existing.statement)
-    entries = ledger.append_many(stmts)  # all or nothing; a re-run gets the earlier entries back
     names = [f"{DELETED_BY_ORDER}-{seg_files.segment_name(s['index'])}.json" for s in manifest["segments"]]
+    for stmt, name in _artifact_statements(signer, session_dir, sid, order, date):
+        stmts.append(stmt)
+        names.append(name)
+    stmts.append(make_statement(signer, DELETED_BY_ORDER, session_body) if existing is None else existing.statement)
     names.append(f"{DELETED_BY_ORDER}-session.json")
+    entries = ledger.append_many(stmts)  # all or nothing; a re-run gets the earlier entries back
     court.prove(entries, session_dir, names)
     court.prove_enrolment(signer, session_dir)
     log_event(log, "deletion ledgered", session=session_id, order=order, entries=[e.index for e in entries])
@@ -182,7 +211,8 @@ def delete_by_order(court: Court, clerk: str | Signer, session_id: str, *, order
         else:
             continue
         removed.append(path.name)
-    for folder in {session_dir / "sealed", session_dir / "segments", *(session_dir / n for n in PLAINTEXT_DIRS)}:
+    for folder in {session_dir / "sealed", session_dir / "segments",
+                   *(session_dir / ARTIFACT_FOLDERS[k] for k in DELETED_KINDS)}:
         if folder.is_dir():
             fsync_dir(folder)
     log_event(log, "deleted by order", session=session_id, order=order, files=len(removed))

@@ -113,10 +113,11 @@ def check_identity(identities: list, manifest: dict, session_id: str) -> None:
 
 def retrieve(court: Court, clerk: str | Signer, session_id: str, *, purpose: str, order: str,
              out: Path | None = None, passphrase: Passphrase = None, identity_file: Path | None = None,
-             identities: list | None = None, verify_first: bool = True) -> Retrieval:
+             identities: list | None = None, verify_first: bool = True, also: list[str] | None = None) -> Retrieval:
     """Ledger the access, wait for its proof, then decrypt and reassemble (see the module docstring).
     `identities` (already opened) skips loading the identity file; `verify_first=False` skips the
-    pre-flight `kiosk verify` (the per-segment hash checks still run)."""
+    pre-flight `kiosk verify` (the per-segment hash checks still run); `also` names what else the caller
+    decrypts under the same access (an export: transcript, session record)."""
     purpose = clean_text(purpose, "stated purpose")
     order = clean_text(order, "order or reference")
     signer = clerk if isinstance(clerk, Signer) else court.clerk(clerk)
@@ -147,7 +148,7 @@ def retrieve(court: Court, clerk: str | Signer, session_id: str, *, purpose: str
     # -- 2. the access, on the ledger and proven, before any byte is decrypted
     request = secrets.token_hex(8)
     entry = court.record(signer, ACCESSED_KIND, session_id, {
-        "purpose": purpose, "order": order, "request": request, "what": "recording",
+        "purpose": purpose, "order": order, "request": request, "what": ["recording", *(also or [])],
         "segments": [s["index"] for s in segments]})
     subject = entry.statement["body"]["subject"]
     proof_name = f"{ACCESSED_KIND}-{subject.rsplit('/', 1)[1]}.json"

@@ -187,7 +187,9 @@ class Session:
                     "wall": utc_iso(now), "session_time": round(self.clock.now(), 3), "sync": clock_sync_state()
                 }
             self._save()
-            return self.record(f"session-{action}", state=self.info.state, **fields)
+            entry = self._append(f"session-{action}", None, {"state": self.info.state, **fields})
+        self._notify(entry)  # outside the lock: a slow listener must not stall the media thread
+        return entry
 
     # ------------------------------------------------------------ events
 
@@ -197,22 +199,30 @@ class Session:
     def record(self, kind: str, at: float | None = None, **fields) -> dict:
         """Append one event (fsynced): the session's own account of what happened, in session time."""
         with self._lock:
-            self._check_wall_clock()
-            self._seq += 1
-            entry = {"seq": self._seq, "t": round(self.now() if at is None else at, 3),
-                     "wall": utc_iso(self.clock.wall()), "type": kind, **fields}
-            line = json.dumps(entry, ensure_ascii=False, sort_keys=True)
-            fd = os.open(self.dir / EVENTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-            try:
-                os.write(fd, (line + "\n").encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            entry = self._append(kind, at, fields)
+        self._notify(entry)
+        return entry
+
+    def _append(self, kind: str, at: float | None, fields: dict) -> dict:
+        self._check_wall_clock()
+        self._seq += 1
+        entry = {"seq": self._seq, "t": round(self.now() if at is None else at, 3),
+                 "wall": utc_iso(self.clock.wall()), "type": kind, **fields}
+        line = json.dumps(entry, ensure_ascii=False, sort_keys=True)
+        fd = os.open(self.dir / EVENTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, (line + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return entry
+
+    def _notify(self, entry: dict) -> None:
+        log_event(log, entry["type"], session=self.info.id, t=entry["t"])
+        with self._lock:
             listeners = list(self._listeners)
-        log_event(log, kind, session=self.info.id, t=entry["t"])
         for listener in listeners:
             listener(entry)
-        return entry
 
     def _check_wall_clock(self) -> None:
         drift = self.clock.wall_offset_drift()

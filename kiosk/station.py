@@ -285,6 +285,7 @@ class Station:
             "recording": bool(running and p.recording),
             "disk": self.disk_status(),
             "viewers": self.hub.subscriber_count,
+            "health": self.health(),
         }
 
     def media_running(self) -> bool:

@@ -71,6 +71,18 @@
     }
   };
 
+  // status strip: devices, disk (minutes of recording left), ledger, clock, transcriber
+  const health = (h) => {
+    const ul = $("health");
+    ul.replaceChildren();
+    for (const item of (h && h.items) || []) {
+      const li = document.createElement("li");
+      li.dataset.ok = item.ok ? "yes" : "no";
+      li.textContent = `${item.item.replace(/^device:/, "")}: ${item.detail}`;
+      ul.append(li);
+    }
+  };
+
   const socket = new kiosk.Socket((m) => {
     if (m.type === "hello" || m.type === "session" || m.type === "ended") {
       kiosk.session = m.session;
@@ -80,6 +92,7 @@
     if (m.type === "status" && m.status) {
       meters(m.status.audio_levels);
       devices(m.status.devices);
+      health(m.status.health);
       const disk = m.status.disk;
       if (disk && disk.minutes_left != null) kiosk.text($("disk"), `Space for about ${Math.floor(disk.minutes_left)} minutes of recording`);
     }

@@ -8,16 +8,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import uvicorn
 
 from kiosk.clerk import retrieve as retrieve_mod
+from kiosk.clerk.court import Court
 from kiosk.clerk.errors import IdentityError, RetrievalError
 from kiosk.clerk.retrieve import retrieve
 from kiosk.clerk.store import read_manifest
+from kiosk.config import Settings
 from kiosk.custody.canonical import canonical_json
+from kiosk.custody.ledger import Ledger
+from kiosk.custody.ledger_service import _read_tokens, create_app, ensure_tokens
 
 from .clerk_support import CLERK, age_passphrase_encrypt, court_copy, open_court
 from .conftest import ffprobe
@@ -179,3 +187,45 @@ def test_purpose_and_order_are_required(demo, tmp_path):
             retrieve(court, CLERK, sid, purpose=purpose, order=order, out=tmp_path / "r.mp4")
     assert court.ledger.size() == size
     assert not os.path.exists(tmp_path / "r.mp4")
+
+
+def test_clerk_mode_on_a_court_machine_uses_the_ledger_service(demo, tmp_path):
+    """A court machine with its own data dir, a copy of the sealed store and the court ledger as a
+    service: the clerk is enrolled through the service and the access is proven by it before decrypting."""
+    root, sid, court = demo
+    client_path, admin_path = ensure_tokens(root / "data")
+    host_ledger = Ledger.open(root / "data", court.ledger.origin)
+    app = create_app(host_ledger, _read_tokens(client_path), _read_tokens(admin_path))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    settings = Settings()
+    settings.storage.data_dir = tmp_path / "court-machine"
+    settings.custody.ledger_url = url
+    settings.custody.ledger_vkey = court.ledger.vkey
+    settings.custody.ledger_token_file = str(admin_path)
+    settings.clerk.store_dir = court.store.root
+    settings.clerk.identity_file = root / "demo-court" / "court-identity.txt"
+    remote = Court(settings)
+    try:
+        remote.add_clerk("remote-clerk", "remote clerk password")
+        assert [s.id for s in remote.search(case="DEMO")] == [sid]
+        result = retrieve(remote, "remote-clerk", sid, purpose="Review", order="ORDER-2027-77",
+                          out=tmp_path / "remote.mp4")
+        entry = court.ledger.find(f"accessed:{result.accessed_subject}")  # on the court's one ledger
+        assert entry is not None and entry.statement["actor"] == "clerk:remote-clerk"
+        assert all(c.ok for c in remote.verify(sid))
+        assert result.path.stat().st_size > 0
+        assert not (tmp_path / "court-machine" / "ledger").exists()  # no ledger of its own
+    finally:
+        remote.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+        host_ledger.close()

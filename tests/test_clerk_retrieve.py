@@ -5,6 +5,7 @@ clear error and leave no partial file behind."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -71,8 +72,6 @@ def test_the_access_is_ledgered_and_proven_before_anything_is_decrypted(demo, tm
     assert result.accessed_index == size_before  # the access was the next entry
     # the ledger's timestamp of the access precedes the MP4's existence on disk
     stmt_time = court.ledger.entry(result.accessed_index).statement["time"]
-    import datetime as dt
-
     appended = dt.datetime.fromisoformat(stmt_time.replace("Z", "+00:00")).timestamp()
     assert appended <= out.stat().st_mtime
     assert result.clerk == f"clerk:{CLERK}"

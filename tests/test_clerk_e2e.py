@@ -140,8 +140,8 @@ def test_portal_round_and_public_tools_recheck_the_export_as_its_readme_says(tmp
     assert text.count("plaintext matches the manifest") >= 3
     assert "transcripts/transcript.vtt: as sealed" in text and "record/session-record.json: as sealed" in text
     assert "session/transcripts/transcript.vtt.age: plaintext matches the ledger" in text
-    assert [line.split(":")[0] for line in text.splitlines() if line.startswith("stream ")] == \
-        ["stream 0", "stream 1", "stream 2", "stream 3"]
+    streams = [line.split(":")[0] for line in text.splitlines() if line.startswith("stream ")]
+    assert len(streams) >= 4 and streams == [f"stream {i}" for i in range(len(streams))]
     assert "verified" in text.splitlines()
     assert len(readme_commands((pkg / "README.txt").read_text())) >= 7
     # the export statement proves SHA256SUMS, the one file it cannot list

@@ -80,9 +80,10 @@ def test_the_access_is_ledgered_and_proven_before_anything_is_decrypted(demo, tm
     head = out.read_bytes()[:4096]
     assert 0 <= head.find(b"moov") < head.find(b"mdat") or head.find(b"mdat") < 0
     info = ffprobe(out)
-    assert [s["codec_name"] for s in info["streams"]] == ["h264", "opus", "opus", "opus"]
+    codecs = [s["codec_name"] for s in info["streams"]]
+    assert codecs[0] == "h264" and set(codecs[1:]) == {"opus"} and len(codecs) >= 4
     roles = [s.get("tags", {}).get("handler_name") for s in info["streams"][1:]]
-    assert roles == ["mix", "interviewer", "witness"]
+    assert roles[:3] == ["mix", "interviewer", "witness"]  # the mix, then one track per microphone role
     span = manifest["segments"][-1]["end"] - manifest["segments"][0]["start"]
     assert abs(float(info["format"]["duration"]) - span) < 0.1
     frames = int(info["streams"][0]["nb_read_packets"])

@@ -248,7 +248,16 @@ def test_the_demo_room_is_transcribed_live_from_the_recorders_segments(tmp_path,
     status_path = session_dir / "transcripts" / "status.json"
     wait_for(lambda: status_path.exists() and json.loads(status_path.read_text())["state"] == "complete", 90,
              "the live transcript to complete")
-    words = json.loads((session_dir / "transcripts" / "transcript.json").read_text())["words"]
+    # the finished transcript is sealed to the court: read it as the court would
+    import pyrage
+
+    from kiosk.custody.keys import demo_court_identity, load_identity
+
+    sealed = session_dir / "transcripts" / "transcript.json.age"
+    wait_for(sealed.exists, 30, "the transcript to be sealed")
+    assert not (session_dir / "transcripts" / "transcript.json").exists(), "no readable words left on the kiosk"
+    identity, _ = demo_court_identity(session_dir.parents[1])
+    words = json.loads(pyrage.decrypt(sealed.read_bytes(), [load_identity(identity)]))["words"]
     room = load_room("demo")
     roles = [m.role for m in room.microphones]
     spoken = [ln for ln in room.script["ko"].lines if ln.at < 6.8]

@@ -6,6 +6,9 @@ message as the reason.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 
 class KioskError(Exception):
     """Base class of every error the kiosk raises on purpose."""
@@ -70,3 +73,18 @@ class VerificationFailed(KioskError):
     def __init__(self, failures: list[str]) -> None:
         self.failures = failures
         super().__init__("; ".join(failures))
+
+
+def clear_errors(fn: Callable[..., int]) -> Callable[..., int]:
+    """For CLI commands: malformed input (bad key strings, unreadable files) becomes one clear line."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs) -> int:
+        try:
+            return fn(*args, **kwargs)
+        except KioskError:
+            raise
+        except (ValueError, OSError) as exc:
+            raise KioskError(f"{type(exc).__name__}: {exc}") from None
+
+    return run

@@ -6,7 +6,6 @@ clerk's own key."""
 from __future__ import annotations
 
 import argparse
-import functools
 import getpass
 import json
 import os
@@ -14,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..config import load_settings
-from ..errors import KioskError
+from ..errors import KioskError, clear_errors
 
 PASSWORD_ENV = "KIOSK_CLERK_PASSWORD"
 
@@ -30,17 +29,6 @@ def _court(args):
     return Court(settings, identity_file=Path(args.identity) if getattr(args, "identity", None) else None)
 
 
-def _clear(fn):
-    @functools.wraps(fn)
-    def run(args) -> int:
-        try:
-            return fn(args)
-        except KioskError:
-            raise
-        except (ValueError, OSError) as exc:
-            raise KioskError(f"{type(exc).__name__}: {exc}") from None
-
-    return run
 
 
 def _secret_from(file: str | None, env: str, prompt: str, required: bool = True):
@@ -101,19 +89,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state", default="", help="sealed | transcript-pending | exported | deleted-by-order")
     p.add_argument("--due", action="store_true", help="only sessions whose retention period has ended")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_clear(_list))
+    p.set_defaults(func=clear_errors(_list))
 
     p = csub.add_parser("show", help="one session: facts, segments, clerk history, retention")
     common(p)
     p.add_argument("session")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_clear(_show))
+    p.set_defaults(func=clear_errors(_show))
 
     p = csub.add_parser("verify", help="the full `kiosk verify` of a session against the court's keys")
     common(p)
     p.add_argument("session")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_clear(_verify))
+    p.set_defaults(func=clear_errors(_verify))
 
     p = csub.add_parser("retrieve", help="ledger the access, then decrypt into one MP4")
     common(p, identity=True)
@@ -123,7 +111,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--order", required=True, help="court order or reference authorising it")
     p.add_argument("--out", help="MP4 to write (default: <exports>/retrieved/<session>-<n>.mp4)")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_clear(_retrieve))
+    p.set_defaults(func=clear_errors(_retrieve))
 
     p = csub.add_parser("export", help="retrieve and package for a third party (directory and .zip)")
     common(p, identity=True)
@@ -132,7 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--purpose", required=True)
     p.add_argument("--order", required=True)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_clear(_export))
+    p.set_defaults(func=clear_errors(_export))
 
     p = csub.add_parser("delete", help="delete a session's recording by court order (ledgered forever)")
     common(p)
@@ -143,20 +131,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--note", default="")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_clear(_delete))
+    p.set_defaults(func=clear_errors(_delete))
 
     p = csub.add_parser("add-clerk", help="create a clerk account and enrol its signing key at the ledger")
     common(p)
     p.add_argument("name")
     p.add_argument("--password-file", help=f"read the password from a file (else ${PASSWORD_ENV} or a prompt)")
     p.add_argument("--replace", action="store_true", help="set a new password for an existing clerk")
-    p.set_defaults(func=_clear(_add_clerk))
+    p.set_defaults(func=clear_errors(_add_clerk))
 
     p = csub.add_parser("serve", help="the clerk portal (court side web app)")
     common(p, identity=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8470)
-    p.set_defaults(func=_clear(_serve))
+    p.set_defaults(func=clear_errors(_serve))
 
 
 # ---------------------------------------------------------------- commands

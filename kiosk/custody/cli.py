@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import sys
 from pathlib import Path
 
 from ..config import load_settings
-from ..errors import KioskError
+from ..errors import KioskError, clear_errors
 
 
 def _settings(args):
@@ -20,19 +19,6 @@ def _settings(args):
     return settings
 
 
-def _clear(fn):
-    """Turn malformed-input errors (bad key strings, unreadable files) into one clear CLI line."""
-
-    @functools.wraps(fn)
-    def run(args) -> int:
-        try:
-            return fn(args)
-        except KioskError:
-            raise
-        except (ValueError, OSError) as exc:
-            raise KioskError(f"{type(exc).__name__}: {exc}") from None
-
-    return run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                            ("demo-court", _keys_demo, "create the labelled DEMO court identity beside the data dir")):
         p = ksub.add_parser(name, help=text)
         p.add_argument("--data-dir", help="kiosk data dir (default: storage.data_dir)")
-        p.set_defaults(func=_clear(fn))
+        p.set_defaults(func=clear_errors(fn))
 
     ledger = sub.add_parser("ledger", help="custody ledger: serve, verify, checkpoint, enrol")
     lsub = ledger.add_subparsers(dest="ledger_command", metavar="ACTION", required=True)
@@ -51,25 +37,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="ledger data dir (default: storage.data_dir)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8490)
-    p.set_defaults(func=_clear(_ledger_serve))
+    p.set_defaults(func=clear_errors(_ledger_serve))
     p = lsub.add_parser("verify", help="recompute the whole tree; check every checkpoint and signature")
     p.add_argument("--data-dir", help="ledger data dir (default: storage.data_dir)")
     p.add_argument("--ledger-key", action="append", default=[], help="verifier key (or file) to trust; "
                    "default: this data dir's ledger key")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_clear(_ledger_verify))
+    p.set_defaults(func=clear_errors(_ledger_verify))
     p = lsub.add_parser("checkpoint", help="sign (if the tree grew) and print the latest checkpoint")
     p.add_argument("--data-dir")
-    p.set_defaults(func=_clear(_ledger_checkpoint))
+    p.set_defaults(func=clear_errors(_ledger_checkpoint))
     p = lsub.add_parser("show", help="origin, size and verifier key of the ledger")
     p.add_argument("--data-dir")
-    p.set_defaults(func=_clear(_ledger_show))
+    p.set_defaults(func=clear_errors(_ledger_show))
     p = lsub.add_parser("enrol", help="let an actor's Ed25519 key append statements")
     p.add_argument("--data-dir")
     p.add_argument("--actor", required=True, help="e.g. kiosk:room-3")
     p.add_argument("--key", required=True, help="OpenSSH public key file or line (ssh-ed25519 ...)")
     p.add_argument("--role", default="kiosk")
-    p.set_defaults(func=_clear(_ledger_enrol))
+    p.set_defaults(func=clear_errors(_ledger_enrol))
 
     p = sub.add_parser("verify", help="check a sealed session offline (hashes, order, signatures, proofs)")
     p.add_argument("path", help="session directory")
@@ -78,13 +64,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ledger-key", action="append", default=[], help="pin: ledger verifier key (file or string)")
     p.add_argument("--local-keys", action="store_true", help="pin this kiosk's own keys from its data dir")
     p.add_argument("--data-dir")
-    p.set_defaults(func=_clear(_verify))
+    p.set_defaults(func=clear_errors(_verify))
 
     seal = sub.add_parser("seal", help="sealing maintenance")
     ssub = seal.add_subparsers(dest="seal_command", metavar="ACTION", required=True)
     p = ssub.add_parser("recover", help="finish half-done seals and manifests after a crash")
     p.add_argument("--data-dir")
-    p.set_defaults(func=_clear(_seal_recover))
+    p.set_defaults(func=clear_errors(_seal_recover))
 
 
 # ---------------------------------------------------------------- keys

@@ -23,21 +23,27 @@ STALL_S = 1.0
 REOPEN_S = 1.0
 
 
-def find_input_device(pa, wanted: int | str) -> int:
-    """A PortAudio input device by index or by (part of) its name."""
+def find_device(pa, wanted: int | str, direction: str = "input", purpose: str = "") -> int:
+    """A PortAudio device by index or by (part of) its name; the error lists the devices that exist."""
+    key = "maxInputChannels" if direction == "input" else "maxOutputChannels"
     count = pa.get_device_count()
     if isinstance(wanted, int):
-        if 0 <= wanted < count and pa.get_device_info_by_index(wanted)["maxInputChannels"] > 0:
+        if 0 <= wanted < count and pa.get_device_info_by_index(wanted)[key] > 0:
             return wanted
-        raise DeviceUnavailable(f"no audio input device with index {wanted}")
+        raise DeviceUnavailable(f"no audio {direction} device with index {wanted}")
     names = []
     for i in range(count):
         info = pa.get_device_info_by_index(i)
-        if info["maxInputChannels"] > 0:
+        if info[key] > 0:
             names.append(info["name"])
             if wanted == info["name"] or wanted.lower() in info["name"].lower():
                 return i
-    raise DeviceUnavailable(f"no audio input device matching {wanted!r} (have: {', '.join(names) or 'none'})")
+    raise DeviceUnavailable(f"no audio {direction} device matching {wanted!r}{purpose} "
+                            f"(have: {', '.join(names) or 'none'})")
+
+
+def find_input_device(pa, wanted: int | str) -> int:
+    return find_device(pa, wanted, "input")
 
 
 class Microphone(AudioSource):

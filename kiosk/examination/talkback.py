@@ -109,19 +109,9 @@ def find_output_device(pa, wanted: int | str) -> int:
     if isinstance(wanted, str) and wanted.strip().lower() in ("default", "sysdefault", ""):
         raise DeviceUnavailable("[earpiece] device must name the earpiece output explicitly, not the default "
                                 "output (which may be the room speaker)")
-    count = pa.get_device_count()
-    if isinstance(wanted, int):
-        if 0 <= wanted < count and pa.get_device_info_by_index(wanted)["maxOutputChannels"] > 0:
-            return wanted
-        raise DeviceUnavailable(f"no audio output device with index {wanted}")
-    names = []
-    for i in range(count):
-        info = pa.get_device_info_by_index(i)
-        if info["maxOutputChannels"] > 0:
-            names.append(info["name"])
-            if wanted == info["name"] or wanted.lower() in info["name"].lower():
-                return i
-    raise DeviceUnavailable(f"no audio output device matching {wanted!r} for the earpiece (have: {', '.join(names) or 'none'})")
+    from ..capture.microphone import find_device
+
+    return find_device(pa, wanted, "output", " for the earpiece")
 
 
 class Earpiece:

@@ -1,8 +1,10 @@
-"""Capture + compose + encode + record throughput of the demo room (issue: room station).
+"""Capture + compose + encode + record (+ seal) throughput of the demo room (issue: room station).
 
 Prints one JSON object: frames captured/encoded/dropped, CPU seconds per media second, peak RSS.
 Targets at 1280x720 30 fps for 60 s on 2 cores: 0 dropped frames, <= 0.6 CPU-s per media-s.
-    .venv/bin/python bench/capture_encode.py --seconds 60
+By default each segment is sealed as it closes (age to a throw-away demo court + ledger), as in a real
+room; `--no-seal` measures capture/encode/record alone. Transcription is off (bench/transcribe.py).
+    .venv/bin/python bench/capture_encode.py --seconds 60 [--no-seal]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kiosk.config import load_room, load_settings  # noqa: E402
+from kiosk.custody.keys import ensure_demo_court  # noqa: E402
 from kiosk.station import Station  # noqa: E402
 
 
@@ -25,22 +28,24 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--room", default="demo")
+    ap.add_argument("--no-seal", action="store_true", help="leave sealing out of the measurement")
     args = ap.parse_args()
     settings = load_settings()
     settings.transcription.enabled = False
     room = load_room(args.room)
     with tempfile.TemporaryDirectory() as tmp:
-        settings.storage.data_dir = Path(tmp)
-        settings.storage.max_session_minutes = 2
+        settings.storage.data_dir = Path(tmp) / "data"
+        settings.storage.max_session_minutes = max(2, int(args.seconds // 60) + 2)
         settings.storage.min_free_mb = 0
-        station = Station(settings, room)
-        station.custody = None  # measure capture/encode/record only
+        if not args.no_seal:
+            ensure_demo_court(settings)  # a throw-away court beside the data dir, as `kiosk demo` does
+        station = Station(settings, room, seal=not args.no_seal)
         session = station.create_session("BENCH-1", "Synthetic child", "Bench", room.room.language)
         station.start()
         cpu0, wall0 = time.process_time(), time.monotonic()
         time.sleep(args.seconds)
         cpu1, wall1 = time.process_time(), time.monotonic()
-        station.end()
+        result = station.end()
         stats = station.pipeline.stats
         media_s = wall1 - wall0
         expected = round(media_s * room.video.fps)
@@ -56,7 +61,9 @@ def main() -> None:
             "max_lag_s": round(stats.max_lag_s, 3),
             "cpu_s_per_media_s": round((cpu1 - cpu0) / media_s, 3),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "segments": len(list((session.dir / "segments").glob("seg-*.mp4"))),
+            "segments": len(list((session.dir / "segments").glob("seg-*.json"))),
+            "sealed": not args.no_seal,
+            "verified": result.get("seal", {}).get("verified") if not args.no_seal else None,
             "target": {"frames_dropped": 0, "cpu_s_per_media_s": 0.6},
         }))
 

@@ -21,11 +21,14 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pyrage
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from kiosk.config import load_room, load_settings  # noqa: E402
+from kiosk.custody.keys import ensure_demo_court, load_identity  # noqa: E402
+from kiosk.custody.seal import ciphertext_path  # noqa: E402
 from kiosk.media import segments as seg_files  # noqa: E402
 from kiosk.station import Station  # noqa: E402
 from kiosk.web.serve import start_background_server  # noqa: E402
@@ -50,11 +53,24 @@ def sync_room(tmp: Path) -> Path:
     return path
 
 
-def av_offsets(session_dir: Path, segs: list[seg_files.SegmentIndex], fps: int) -> list[float]:
+def segment_media(session_dir: Path, index: int, identity: Path | None, scratch: Path) -> Path:
+    """The segment's plaintext: on disk if nothing deleted it yet, else decrypted from its seal as a court
+    would (the kiosk itself cannot: the identity is the demo court's, outside the data dir)."""
+    media = seg_files.media_path(session_dir, index)
+    if media.exists() or identity is None:
+        return media
+    out = scratch / media.name
+    plain = pyrage.decrypt(ciphertext_path(session_dir, index).read_bytes(), [load_identity(identity)])
+    out.write_bytes(plain)
+    return out
+
+
+def av_offsets(session_dir: Path, segs: list[seg_files.SegmentIndex], fps: int,
+               identity: Path | None, scratch: Path) -> list[float]:
     """Beep time minus flash time (s) for every probe in these segments."""
     offsets = []
     for seg in segs:
-        media = seg_files.media_path(session_dir, seg.index)
+        media = segment_media(session_dir, seg.index, identity, scratch)
         flashes, pcm, t0 = [], [], None
         with av.open(str(media)) as c:
             for frame in c.decode(video=0):
@@ -86,6 +102,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--viewers", type=int, default=2)
+    ap.add_argument("--no-seal", action="store_true", help="leave sealing (age + ledger per segment) out")
     args = ap.parse_args()
     spec = importlib.util.spec_from_file_location("bench_live", ROOT / "bench" / "live.py")
     bench_live = importlib.util.module_from_spec(spec)
@@ -99,7 +116,8 @@ def main() -> None:
         settings.storage.data_dir = tmp_path / "data"
         settings.storage.min_free_mb = 0
         settings.storage.max_session_minutes = int(args.minutes) + 2
-        station = Station(settings, room, seal=False)
+        identity = None if args.no_seal else ensure_demo_court(settings)  # as `kiosk demo` does
+        station = Station(settings, room, seal=not args.no_seal)
         srv = start_background_server(station)
         proc = None
         samples = []
@@ -134,11 +152,11 @@ def main() -> None:
                 proc.stdin.flush()
                 proc.stdout.readline()
                 proc.wait(timeout=30)
-            station.end()
+            ended = station.end()
             stats = station.pipeline.stats
             segs = seg_files.list_indexes(session.dir)
-            first = av_offsets(session.dir, segs[:3], room.video.fps)
-            last = av_offsets(session.dir, segs[-3:], room.video.fps)
+            first = av_offsets(session.dir, segs[:3], room.video.fps, identity, tmp_path)
+            last = av_offsets(session.dir, segs[-3:], room.video.fps, identity, tmp_path)
         finally:
             srv.stop()
             station.close()
@@ -149,6 +167,8 @@ def main() -> None:
         "minutes": args.minutes,
         "resolution": f"{room.video.width}x{room.video.height}",
         "fps": room.video.fps,
+        "sealed": not args.no_seal,
+        "verified": ended.get("seal", {}).get("verified") if not args.no_seal else None,
         "viewers_connected": ready,
         "viewers_at_end": viewers_at_end,
         "frames_encoded": stats.frames_encoded,

@@ -232,3 +232,61 @@ def test_cli_round_then_deletion_by_order(tmp_path_factory):
     assert again.returncode == 2 and "deleted by order ORDER-2027-99" in again.stderr
     other = clerk("delete", sid, "--clerk", CLERK, "--order", "ORDER-OTHER", "--yes", ok=False)
     assert other.returncode == 2 and "already deleted by order ORDER-2027-99" in other.stderr
+
+
+def test_portal_deletion_by_order_asks_for_the_case_reference_and_leaves_the_proof(tmp_path_factory):
+    from kiosk.clerk.portal import start_background_portal
+
+    root, sid = court_copy(tmp_path_factory, "clerk-portal-delete")
+    court = open_court(root)
+    session_dir = root / "data" / "sessions" / sid
+    ciphertexts = sorted((session_dir / "sealed").glob("*.mp4.age"))
+    case = court.summary(sid).case_reference
+    srv = start_background_portal(court)
+    try:
+        with chromium() as browser:
+            page = browser.new_page()
+            page.goto(f"{srv.base_url}/clerk/login")
+            page.fill("input[name=name]", CLERK)
+            page.fill("input[name=password]", CLERK_PASSWORD)
+            page.click("#login button[type=submit]")
+            page.wait_for_selector("#signed-in")
+            page.goto(f"{srv.base_url}/clerk/sessions/{sid}")
+            size_before = court.ledger.size()
+
+            # a wrong confirmation deletes nothing and says what to type; the form keeps what was entered
+            page.fill("#delete-form input[name=order]", "ORDER-2027-5150")
+            page.fill("#delete-form input[name=date]", "2027-07-01")
+            page.fill("#delete-form input[name=confirm]", "DEMO-9999")
+            page.click("#delete-form button[type=submit]")
+            page.wait_for_selector("#delete-error")
+            assert case in page.inner_text("#delete-error")
+            assert page.input_value("#delete-form input[name=order]") == "ORDER-2027-5150"
+            assert court.ledger.size() == size_before and all(p.exists() for p in ciphertexts)
+
+            page.fill("#delete-form input[name=confirm]", case)
+            page.click("#delete-form button[type=submit]")
+            page.wait_for_selector(".state[data-state='deleted-by-order']")
+            assert "by order ORDER-2027-5150 on 2027-07-01" in page.inner_text("#session")
+            assert page.locator("#delete-form").count() == 0 and page.locator("#retrieve-form").count() == 0
+            assert "deleted-by-order" in [page.get_attribute(f"#history tbody tr:nth-child({i + 1})", "data-type")
+                                          for i in range(page.locator("#history tbody tr").count())]
+
+            # verification in the portal reports the deletion, item by item, and still holds
+            page.click("#verify-link")
+            page.wait_for_selector("#verification")
+            assert page.get_attribute("#verification", "data-ok") == "true"
+            assert page.locator("#checks tr[data-status='deleted-by-order']").count() >= len(ciphertexts)
+    finally:
+        srv.stop()
+        court.close()
+    assert ciphertexts and not any(p.exists() for p in ciphertexts)
+    assert (session_dir / "manifest.json").is_file()
+    court = open_court(root, with_clerk=False)
+    try:
+        entry = court.ledger.find(f"deleted-by-order:{sid}")
+    finally:
+        court.close()
+    assert entry is not None and entry.statement["actor"] == f"clerk:{CLERK}"
+    assert entry.statement["body"]["order"] == "ORDER-2027-5150" and entry.statement["body"]["date"] == "2027-07-01"
+    assert run_kiosk("ledger", "verify", "--data-dir", str(root / "data")).returncode == 0

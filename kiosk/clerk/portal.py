@@ -207,6 +207,30 @@ async def retrieve_action(request: Request, session_id: str, principal: Annotate
     return RedirectResponse(f"/clerk/sessions/{session_id}/exports/{result.name}", status_code=303)
 
 
+@router.post("/sessions/{session_id}/delete")
+async def delete_action(request: Request, session_id: str, principal: Annotated[Principal, Depends(CLERK)],
+                        order: Annotated[str, Form()] = "", date: Annotated[str, Form()] = "",
+                        note: Annotated[str, Form()] = "", confirm: Annotated[str, Form()] = ""):
+    """Delete the recording under a court order. Irreversible, so the clerk types the case reference to
+    confirm; the deletion statements go on the ledger (signed by the clerk) before any file is removed."""
+    from .retention import delete_by_order
+
+    portal = portal_of(request)
+    summary = portal.court.summary(session_id)
+    form = {"order": order, "date": date, "note": note}
+    if confirm.strip() != summary.case_reference:
+        return _session_page(request, principal, session_id, status=400, delete_form=form,
+                             delete_error=f"type the case reference {summary.case_reference} to confirm the deletion")
+    try:
+        signer = portal.court.clerk(principal.name)
+        await run_in_threadpool(lambda: delete_by_order(portal.court, signer, session_id, order=order,
+                                                        date=date.strip() or None, note=note))
+    except ClerkError as exc:
+        return _session_page(request, principal, session_id, status=exc.http_status, delete_form=form,
+                             delete_error=str(exc))
+    return RedirectResponse(f"/clerk/sessions/{session_id}", status_code=303)
+
+
 @router.get("/sessions/{session_id}/exports/{package}")
 def export_page(request: Request, session_id: str, package: str, principal: Annotated[Principal, Depends(CLERK)]):
     from .export import export_zip, list_exports

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,3 +185,14 @@ INBOUND_JS = """async () => {
   });
   return out;
 }"""
+
+
+def wait_for(predicate, timeout: float = 10.0, step: float = 0.1):
+    """The predicate's first truthy value, polled; fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout} s")

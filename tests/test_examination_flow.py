@@ -16,7 +16,7 @@ import time
 import pytest
 from markupsafe import escape as _escape
 
-from .live_support import INBOUND_JS, OPERATOR, PASSWORD, chromium, live_room
+from .live_support import INBOUND_JS, OPERATOR, PASSWORD, chromium, live_room, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -44,16 +44,6 @@ def room(tmp_path_factory):
 def browser():
     with chromium() as b:
         yield b
-
-
-def wait_for(predicate, timeout: float = 10.0, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s")
 
 
 def operator_console(browser, room):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from .live_support import INBOUND_JS, OPERATOR, PASSWORD, chromium, live_room
+from .live_support import INBOUND_JS, OPERATOR, PASSWORD, chromium, live_room, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -43,16 +43,6 @@ def join(browser, url: str, name: str = ""):
 
 def participant_id(room, name: str) -> str:
     return next(p["id"] for p in room.operator.get("/api/participants").json() if p["name"] == name)
-
-
-def wait_for(predicate, timeout: float = 10.0, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s")
 
 
 def frames(page) -> int:

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from kiosk.durable import fsync_dir, write_atomic
 from kiosk.errors import KioskError
 
 from .engine import Word
@@ -47,14 +48,6 @@ class Position:
 START = Position(segment=-1, sample=0, complete=True)  # nothing consumed yet
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def private_dir(path: Path) -> Path:
     """The transcript folder: words are testimony, so only the kiosk user may read them."""
     path.mkdir(parents=True, exist_ok=True)
@@ -62,15 +55,9 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Replace a file whole (write, fsync, rename), readable by the owner only."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+def write_private(path: Path, data: str | bytes) -> None:
+    """Replace a transcript file whole (crash-safe), readable by the owner only."""
+    write_atomic(path, data, mode=0o600)
 
 
 class Journal:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from .checkpoint import private_dir, write_atomic
+from .checkpoint import private_dir, write_private
 from .engine import Word
 
 LABEL = "Unedited machine transcript"
@@ -174,5 +174,5 @@ def write_all(out_dir: Path, words: Iterable[Word], meta: TranscriptMeta) -> dic
     private_dir(out_dir)
     for kind, name in OUTPUTS.items():
         paths[kind] = out_dir / name
-        write_atomic(paths[kind], texts[kind])
+        write_private(paths[kind], texts[kind])
     return paths

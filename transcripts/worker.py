@@ -30,7 +30,7 @@ import av
 import numpy as np
 
 from .audio import TARGET_RATE, read_tracks
-from .checkpoint import Journal, Position, private_dir, write_atomic
+from .checkpoint import Journal, Position, private_dir, write_private
 from .engine import CHUNK_SAMPLES, ChannelRecognizer, Word, load_model
 from .formats import TranscriptMeta, write_all
 from .models import ModelInfo, ModelMissing, transcribe_command
@@ -63,7 +63,7 @@ def read_status(out_dir: Path) -> dict:
 
 def write_status(out_dir: Path, **fields) -> dict:
     status = {"updated": utc_now(), **fields}
-    write_atomic(private_dir(out_dir) / STATUS, json.dumps(status, ensure_ascii=False, indent=1) + "\n")
+    write_private(private_dir(out_dir) / STATUS, json.dumps(status, ensure_ascii=False, indent=1) + "\n")
     return status
 
 

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from ..config import Settings
-from ..custody.canonical import canonical_json, write_atomic
+from ..custody.canonical import canonical_json
 from ..custody.checkpoint import VerifierKey
 from ..custody.keys import Signer, parse_openssh_public, public_raw
 from ..custody.ledger import LedgerAPI, enrolment_subject
@@ -20,6 +20,7 @@ from ..custody.proofs import BundleError, verify_bundle
 from ..custody.sealer import PROOFS_DIR, open_ledger
 from ..custody.statement import KEY_ENROLLED
 from ..custody.verify import Check, verify_session
+from ..durable import write_atomic
 from ..errors import LedgerConflict
 from ..logs import event as log_event
 from .accounts import ClerkAccounts

@@ -38,12 +38,13 @@ from ..custody.artifacts import ARTIFACTS_SEALED, artifacts_subject
 from ..custody.artifacts import FOLDERS as ARTIFACT_FOLDERS
 from ..custody.artifacts import RECORD_FILE as ARTIFACT_RECORD
 from ..custody.artifacts import record_path as artifact_record
-from ..custody.canonical import canonical_json, fsync_dir
+from ..custody.canonical import canonical_json
 from ..custody.keys import Signer
 from ..custody.manifest import ALLOWED_SIGNERS, MANIFEST, NAMESPACE, SEALED_MANIFEST, SIGNATURE
 from ..custody.sealer import PROOFS_DIR
 from ..custody.statement import utc_now_iso
 from ..custody.verify import all_ok, verify_session
+from ..durable import fsync_dir
 from ..logs import event as log_event
 from .court import Court
 from .errors import ClerkError, RetrievalError

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
@@ -31,6 +31,7 @@ from starlette.requests import HTTPConnection
 from ..errors import KioskError
 from ..live.roles import Role
 from ..web.auth import PRINCIPAL_SOURCES_ATTR, Principal, SignIns, check_routes, require
+from ..web.guard import install_guard
 from .court import Court
 from .errors import ClerkError
 
@@ -282,18 +283,7 @@ def mount_portal(app: FastAPI, court: Court) -> Portal:
 def create_clerk_app(court: Court) -> FastAPI:
     app = FastAPI(title="Testimony kiosk - clerk portal", docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        origin = request.headers.get("origin")
-        if request.method not in ("GET", "HEAD", "OPTIONS") and origin and origin != "null":
-            if origin.rstrip("/") != f"{request.url.scheme}://{request.headers.get('host', '')}":
-                return PlainTextResponse("cross-origin request refused", status_code=403)
-        response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    install_guard(app, CSP)
 
     def wants_html(request: Request) -> bool:
         return "text/html" in request.headers.get("accept", "")

@@ -35,10 +35,10 @@ from ..custody.artifacts import FOLDERS as ARTIFACT_FOLDERS
 from ..custody.artifacts import RECORD_FILE as ARTIFACT_RECORD
 from ..custody.artifacts import artifacts_subject
 from ..custody.artifacts import record_path as artifact_record
-from ..custody.canonical import fsync_dir
 from ..custody.keys import Signer
 from ..custody.seal import segment_subject
 from ..custody.statement import DELETED_BY_ORDER, make_statement
+from ..durable import fsync_dir
 from ..logs import event as log_event
 from ..media import segments as seg_files
 from .court import Court

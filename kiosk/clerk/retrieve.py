@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pyrage
 
-from ..custody.canonical import fsync_dir
 from ..custody.keys import Signer
 from ..custody.verify import all_ok, failures
+from ..durable import fsync_dir
 from ..logs import event as log_event
 from .court import Court
 from .errors import ClerkError, DeletedByOrder, IdentityError, RetrievalError

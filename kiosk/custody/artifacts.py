@@ -17,8 +17,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ..durable import fsync_dir, write_atomic
 from ..errors import LedgerConflict, SealError
-from .canonical import canonical_json, fsync_dir, write_atomic
+from .canonical import canonical_json
 from .keys import Signer
 from .ledger import LedgerAPI
 from .seal import encrypt_and_hash, session_id_of

@@ -6,8 +6,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
-from pathlib import Path
 
 import rfc8785
 
@@ -98,27 +96,3 @@ def b64d(text: str, what: str = "base64 value", size: int | None = None) -> byte
     if size is not None and len(raw) != size:
         raise EncodingError(f"{what} must be {size} bytes, got {len(raw)}")
     return raw
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write, fsync, rename, fsync the folder: after a crash the file is either old or complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

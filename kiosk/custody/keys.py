@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pyrage import x25519
 
+from ..durable import fsync_dir
 from ..errors import KioskError
 
 KEYS_DIR = "keys"
@@ -107,14 +108,6 @@ def verify_signature(public: bytes | Ed25519PublicKey, signature: bytes, data: b
 # ---------------------------------------------------------------- key files
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_secret_file(path: Path, data: bytes) -> None:
     """Create a 0600 file atomically and exclusively (link fails if another process won the race)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -129,7 +122,7 @@ def write_secret_file(path: Path, data: bytes) -> None:
         os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def load_or_create_key(path: Path, actor: str) -> Signer:

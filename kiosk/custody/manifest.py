@@ -23,11 +23,12 @@ from pathlib import Path
 import pyrage
 from pyrage import x25519
 
+from ..durable import write_atomic
 from ..errors import LedgerConflict, SealError
 from ..logs import event as log_event
 from ..media import segments
 from . import sshsig
-from .canonical import EncodingError, canonical_json, loads_canonical, write_atomic
+from .canonical import EncodingError, canonical_json, loads_canonical
 from .keys import Signer
 from .ledger import LedgerAPI
 from .seal import load_records, record_path, session_id_of

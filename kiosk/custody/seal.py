@@ -33,11 +33,12 @@ import httpx
 import pyrage
 from pyrage import x25519
 
+from ..durable import fsync_dir, write_atomic
 from ..errors import LedgerConflict, SealError
 from ..logs import event as log_event
 from ..media import segments
 from ..media.segments import SegmentIndex, segment_name
-from .canonical import canonical_json, fsync_dir, write_atomic
+from .canonical import canonical_json
 from .keys import Signer
 from .ledger import LedgerAPI
 from .statement import SEGMENT_SEALED, make_statement

@@ -16,11 +16,12 @@ from pathlib import Path
 import httpx
 
 from ..config import Settings
+from ..durable import write_atomic
 from ..errors import LedgerConflict, SealError
 from ..logs import event as log_event
 from ..media import segments
 from .artifacts import ARTIFACTS_SEALED, artifacts_subject, seal_artifacts, sealed_kinds
-from .canonical import canonical_json, write_atomic
+from .canonical import canonical_json
 from .keys import Signer, kiosk_signer
 from .ledger import LedgerAPI, enrolment_subject
 from .manifest import seal_manifest

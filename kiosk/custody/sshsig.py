@@ -93,8 +93,9 @@ def unarmor(armored: str) -> bytes:
         raise SSHSigError(str(exc)) from None
 
 
-def public_key_of(armored: str) -> bytes:
-    """The raw Ed25519 key that claims to have made the signature (not yet trusted)."""
+def _open(armored: str) -> tuple[_Reader, bytes]:
+    """Unarmor, check magic and version, and read the signer's raw Ed25519 key (not yet trusted); the
+    reader is left at the namespace field."""
     r = _Reader(unarmor(armored))
     if r.take(6) != MAGIC or r.u32() != VERSION:
         raise SSHSigError("not an SSHSIG v1 signature")
@@ -105,19 +106,17 @@ def public_key_of(armored: str) -> bytes:
     k.end()
     if len(raw) != 32:
         raise SSHSigError("malformed ssh-ed25519 key in signature")
-    return raw
+    return r, raw
+
+
+def public_key_of(armored: str) -> bytes:
+    """The raw Ed25519 key that claims to have made the signature (not yet trusted)."""
+    return _open(armored)[1]
 
 
 def verify(armored: str, namespace: str, message: bytes, allowed: list[bytes | Ed25519PublicKey]) -> bytes:
     """Check `armored` signs `message` in `namespace` by one of `allowed` keys; return the key (raw)."""
-    r = _Reader(unarmor(armored))
-    if r.take(6) != MAGIC or r.u32() != VERSION:
-        raise SSHSigError("not an SSHSIG v1 signature")
-    k = _Reader(r.string())
-    if k.string() != KEY_TYPE:
-        raise SSHSigError("SSH signature key is not ssh-ed25519")
-    raw = k.string()
-    k.end()
+    r, raw = _open(armored)
     ns, reserved, alg = r.string(), r.string(), r.string()
     s = _Reader(r.string())
     sig_type, sig = s.string(), s.string()
@@ -132,7 +131,7 @@ def verify(armored: str, namespace: str, message: bytes, allowed: list[bytes | E
         raise SSHSigError("SSH signature is by a key that is not allowed")
     digest = hashlib.new(alg.decode(), message).digest()
     data = MAGIC + _string(ns) + _string(b"") + _string(alg) + _string(digest)
-    if len(raw) != 32 or not verify_signature(raw, sig, data):
+    if not verify_signature(raw, sig, data):
         raise SSHSigError("SSH signature does not verify")
     return raw
 

@@ -12,8 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import KioskError, SessionNotFound, SessionStateError
 from ..session import Session, State
@@ -47,17 +46,15 @@ class SessionNotLive(KioskError):
         super().__init__(message)
 
 
-@dataclass
-class Viewer:
-    """Who asks for media: an operator (preview) or a participant."""
+class Viewer(Protocol):
+    """Who asks for media: an operator (preview) or a participant (the web layer's Principal)."""
 
     role: Role
     name: str
-    participant: Participant | None = None
+    participant: Participant | None
 
     @property
-    def participant_id(self) -> str | None:
-        return self.participant.id if self.participant else None
+    def participant_id(self) -> str | None: ...
 
 
 def to_admitters(principal: Any) -> bool:

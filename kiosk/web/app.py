@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..errors import KioskError
 from ..live.service import LiveService, SessionNotLive
 from .auth import OperatorStore, SignIns, check_routes
+from .guard import install_guard
 
 if TYPE_CHECKING:
     from ..station import Station
@@ -89,21 +90,7 @@ def create_app(station: Station, *, data_dir: Path | None = None, public_url: st
     app.state.kiosk = ctx
     app.state.examination = examination
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        # cross-origin writes with cookies are refused (a WHEP client with a Bearer token is fine)
-        origin = request.headers.get("origin")
-        if request.method not in ("GET", "HEAD", "OPTIONS") and origin and origin != "null":
-            same = origin.rstrip("/") == f"{request.url.scheme}://{request.headers.get('host', '')}"
-            bearer = request.headers.get("authorization", "")[:7].lower() == "bearer "
-            if not same and not bearer:
-                return PlainTextResponse("cross-origin request refused", status_code=403)
-        response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    install_guard(app, CSP, allow_bearer=True)  # a WHEP client with a Bearer token is not a forged form
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):

@@ -174,18 +174,25 @@ def test_pli_from_a_viewer_asks_the_shared_encoder_for_a_keyframe(room):
     original = hub.on_keyframe_request
     forwarded = []
     try:
+        # wait for the viewer's video track to subscribe: subscribing asks for a keyframe of its own
         deadline = time.monotonic() + 10
-        while not room.live.peers.for_participant(pid) and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not any(
+                p.tracks.get("video") is not None and p.tracks["video"]._sub is not None
+                for p in room.live.peers.for_participant(pid)):
             time.sleep(0.05)
-        hub.on_keyframe_request = lambda: (forwarded.append(time.monotonic()), original())
 
         async def send_plis():
+            # on the server loop, with no await between patching and the PLIs: only they are counted
             peer = room.live.peers.for_participant(pid)[0]
             video = next(t for t in peer.pc.getTransceivers() if t.kind == "video")
             pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=video.sender._ssrc)
             hub._last_keyframe_request = -1e9  # start outside the rate limit
-            await video.sender._handle_rtcp_packet(pli)
-            await video.sender._handle_rtcp_packet(pli)  # a burst of PLIs: rate-limited to one request
+            hub.on_keyframe_request = lambda: (forwarded.append(time.monotonic()), original())
+            try:
+                await video.sender._handle_rtcp_packet(pli)
+                await video.sender._handle_rtcp_packet(pli)  # a burst of PLIs: rate-limited to one request
+            finally:
+                hub.on_keyframe_request = original
 
         room.server.call(send_plis())
     finally:

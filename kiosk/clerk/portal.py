@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-import socket
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -326,21 +324,9 @@ class PortalServer:
 
 def start_background_portal(court: Court, host: str = "127.0.0.1", port: int = 0) -> PortalServer:
     """Serve the clerk app on a thread (tests, demos); port 0 picks a free one."""
-    import uvicorn
+    from ..web.serve import serve_on_thread
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    base = f"http://{host}:{sock.getsockname()[1]}"
-    app = create_clerk_app(court)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="clerk-portal", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise KioskError(f"the clerk portal did not start on {base}")
-        time.sleep(0.02)
+    app, base, server, thread = serve_on_thread(lambda _base: create_clerk_app(court), host, port, "clerk-portal")
     return PortalServer(app, base, server, thread)
 
 

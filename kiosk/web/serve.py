@@ -11,6 +11,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -192,12 +193,11 @@ class BackgroundServer:
         self.thread.join(timeout=15)
 
 
-def start_background_server(station: Station, host: str = "127.0.0.1", port: int = 0,
-                            public_url: str | None = None) -> BackgroundServer:
-    """Serve create_app(station) on a thread; port 0 picks a free one. Returns once it accepts requests."""
+def serve_on_thread(make_app: Callable[[str], FastAPI], host: str, port: int, name: str,
+                    public_url: str | None = None, **config) -> tuple[FastAPI, str, object, threading.Thread]:
+    """Bind first (port 0 picks a free one), build the app for its base URL, serve it with uvicorn on a
+    daemon thread, and return (app, base URL, server, thread) once it accepts requests."""
     import uvicorn
-
-    from .app import create_app
 
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -205,16 +205,25 @@ def start_background_server(station: Station, host: str = "127.0.0.1", port: int
     bound = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
     base = public_url or f"http://{shown_host}:{bound}"
-    app = create_app(station, public_url=base)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", ws_ping_interval=20)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="kiosk-web", daemon=True)
+    app = make_app(base)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, **config))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise KioskError(f"the web server did not start on {base}")
+            raise KioskError(f"the {name} server did not start on {base}")
         time.sleep(0.02)
+    return app, base, server, thread
+
+
+def start_background_server(station: Station, host: str = "127.0.0.1", port: int = 0,
+                            public_url: str | None = None) -> BackgroundServer:
+    """Serve create_app(station) on a thread; port 0 picks a free one. Returns once it accepts requests."""
+    from .app import create_app
+
+    app, base, server, thread = serve_on_thread(lambda base: create_app(station, public_url=base), host, port,
+                                                "kiosk-web", public_url, lifespan="on", ws_ping_interval=20)
     return BackgroundServer(app, base, server, thread)
 
 

@@ -79,3 +79,32 @@ def test_kiosk_serve_starts_the_console_and_prints_a_one_time_link(tmp_path):
     # stopping the server ends the session cleanly
     events = next((tmp_path / "data" / "sessions").glob("*/events.jsonl")).read_text()
     assert '"session-end"' in events
+
+
+def _serve_fails(tmp_path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "kiosk.cli", "serve", "--room", "demo", "--data-dir", str(tmp_path / "data"), *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_kiosk_serve_refuses_a_bad_port_a_busy_port_and_bad_tls_files_in_one_line(tmp_path):
+    out = _serve_fails(tmp_path, "--port", "70000")
+    assert out.returncode == 2 and "port must be 0..65535, got 70000" in out.stderr
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        out = _serve_fails(tmp_path, "--port", str(taken))
+    assert out.returncode == 2, out.stderr
+    assert f"cannot listen on 127.0.0.1:{taken}: Address already in use" in out.stderr
+    assert "serving room" not in out.stdout and "Traceback" not in out.stderr
+
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    out = _serve_fails(tmp_path, "--port", "0", "--tls-cert", str(junk), "--tls-key", str(junk))
+    assert out.returncode == 2 and "not a PEM certificate and matching key" in out.stderr
+    out = _serve_fails(tmp_path, "--port", "0", "--tls-cert", str(tmp_path / "none.pem"), "--tls-key", str(junk))
+    assert out.returncode == 2 and f"TLS file not found: {tmp_path / 'none.pem'}" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the operator console, viewer pages, session API and WHEP")
     p.add_argument("--room", required=True, help="room profile, e.g. rooms/demo.toml or demo")
     p.add_argument("--host", help="bind address (default: server.host in the settings)")
-    p.add_argument("--port", type=int, help="port (default: server.port in the settings)")
+    p.add_argument("--port", type=port_number, help="port, 0 for any free one (default: server.port in the settings)")
     p.add_argument("--data-dir", type=Path, help="data folder (default: storage.data_dir)")
     p.add_argument("--tls-cert", type=Path, help="TLS certificate (PEM); with --tls-key serves https")
     p.add_argument("--tls-key", type=Path, help="TLS private key (PEM)")
@@ -50,6 +50,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--data-dir", type=Path)
     ls.set_defaults(func=run_operator_list)
     op.set_defaults(func=lambda args: (op.print_help(), 2)[1])
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0..65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value}")
+    return value
+
+
+def check_tls_files(cert: Path, key: Path) -> None:
+    """Fail before anything starts when the certificate and key cannot be loaded together."""
+    import ssl
+
+    for path in (cert, key):
+        if not path.is_file():
+            raise KioskError(f"TLS file not found: {path}")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise KioskError(f"--tls-cert {cert} / --tls-key {key}: not a PEM certificate and matching key "
+                         f"({exc.__class__.__name__}: {exc})") from None
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the server socket before anything is printed, so a busy port is one clear error."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise KioskError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def _data_dir(args) -> Path:
@@ -92,9 +129,11 @@ def run_serve(args) -> int:
         settings.storage.data_dir = args.data_dir.resolve()
     room = load_room(args.room)
     host = args.host or settings.server.host
-    port = args.port or settings.server.port
+    port = args.port if args.port is not None else settings.server.port
     if bool(args.tls_cert) != bool(args.tls_key):
         raise KioskError("--tls-cert and --tls-key go together")
+    if args.tls_cert:
+        check_tls_files(args.tls_cert, args.tls_key)
     if not settings.custody.recipients:
         synthetic = all(s.kind == "synthetic" for s in [*room.cameras, *room.microphones])
         if not synthetic:
@@ -105,10 +144,13 @@ def run_serve(args) -> int:
         identity = ensure_demo_court(settings)
         print(f"kiosk: synthetic room without court recipients: sealing to the DEMO court identity {identity}",
               flush=True)
+    sock = listen(host, port)
+    port = sock.getsockname()[1]
     station = Station(settings, room)
     app = create_app(station)
     scheme = "https" if args.tls_cert else "http"
-    base = settings.server.public_url or f"{scheme}://{host}:{port}"
+    shown_host = f"[{host}]" if ":" in host else host
+    base = settings.server.public_url or f"{scheme}://{shown_host}:{port}"
     ctx = app.state.kiosk
     print(f"kiosk: serving room {room.room.id} on {base}/console", flush=True)
     if not ctx.operators.names():
@@ -117,8 +159,9 @@ def run_serve(args) -> int:
         print(f"kiosk: one-time console link: {base}/login/once/{ctx.sign_ins.mint_link_token('local')}", flush=True)
     _notify_systemd_when_listening(host, port, station)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, ssl_certfile=args.tls_cert,
-                    ssl_keyfile=args.tls_key, lifespan="on")
+        config = uvicorn.Config(app, log_level="warning", access_log=False, ssl_certfile=args.tls_cert,
+                                ssl_keyfile=args.tls_key, lifespan="on")
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         station.close()
     return 0
@@ -199,9 +242,7 @@ def serve_on_thread(make_app: Callable[[str], FastAPI], host: str, port: int, na
     daemon thread, and return (app, base URL, server, thread) once it accepts requests."""
     import uvicorn
 
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    sock = listen(host, port)
     bound = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
     base = public_url or f"http://{shown_host}:{bound}"

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -66,10 +67,19 @@ class CourtRecipient(Strict):
 class CustodySettings(Strict):
     kiosk_id: str = "kiosk-demo"
     recipients: list[CourtRecipient] = []
-    ledger_url: str = ""  # empty: in-process ledger in the data dir
+    ledger_url: str = ""  # empty: in-process ledger in the data dir; else the court ledger service
     ledger_origin: str = Field("testimony-kiosk/ledger", pattern=r"^[^\s+]+$")
     ledger_vkey: str = ""  # pin the remote ledger's checkpoint key (name+id+key); empty: trust on first use
     ledger_token_file: str = ""  # file holding the ledger admin token (only to enrol this kiosk's key)
+
+    @field_validator("ledger_url")
+    @classmethod
+    def _ledger_url(cls, value: str) -> str:
+        """A typo here would leave every segment unledgered until someone noticed: refuse it at start."""
+        if value and not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s?#]*)?", value):
+            raise ValueError("expected the ledger service's http:// or https:// URL, e.g. "
+                             "https://ledger.court.example/")
+        return value
 
 
 class TranscriptionSettings(Strict):
@@ -272,7 +282,7 @@ def _validate(model: type[BaseModel], data: dict, path: Path):
     except ValidationError as exc:
         err = exc.errors()[0]
         key = _format_loc(err["loc"])
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling against config/kiosk.toml or rooms/demo.toml)"
         elif err["type"] == "union_tag_invalid":

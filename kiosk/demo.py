@@ -15,9 +15,20 @@ from pathlib import Path
 from .config import load_room, load_settings
 
 
+def recording_seconds(text: str) -> float:
+    """argparse type: a recording length, more than zero (a demo of nothing would "verify" vacuously)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 24 * 3600:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 86400 seconds, got {text}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the synthetic demo room end to end")
-    p.add_argument("--seconds", type=float, default=20.0, help="how long to record (default 20)")
+    p.add_argument("--seconds", type=recording_seconds, default=20.0, help="how long to record (default 20)")
     p.add_argument("--data-dir", type=Path, help="where sessions go (default: ./demo-data)")
     p.add_argument("--room", default="demo", help="room profile (default: rooms/demo.toml)")
     p.add_argument("--language", help="script language (default: one with an installed transcription model)")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .capture import build_sources, open_all
+from .capture.presence import PresenceCache
 from .config import RoomProfile, Settings
 from .errors import DiskFull, SealError, SessionStateError
 from .media.hub import PacketHub
@@ -36,6 +37,7 @@ class Station:
         self.sessions_root = self.data_dir / "sessions"
         self.sessions_root.mkdir(parents=True, exist_ok=True)
         self.hub = PacketHub(keyframe_min_gap_s=settings.encoder.keyframe_min_gap_s)
+        self.presence = PresenceCache(room)  # devices between sessions, when none is open
         self.session: Session | None = None
         self.pipeline: MediaPipeline | None = None
         self._lock = threading.RLock()
@@ -305,6 +307,9 @@ class Station:
                 items.append({"item": f"device:{src.name}", "ok": src.status.state == "ok",
                               "detail": src.status.state})
             items.append({"item": "media", "ok": p.alive, "detail": "running" if p.alive else "stopped"})
+        else:
+            for seen in self.presence.get():
+                items.append({"item": f"device:{seen.name}", "ok": seen.present, "detail": f"idle, {seen.detail}"})
         disk = self.disk_status()
         items.append({"item": "disk", "ok": not disk["warn"] and not (p and p.disk_full),
                       "detail": f"{disk['free_bytes'] / 2**30:.1f} GiB free, ~{disk['minutes_left']:.0f} min of recording"})

@@ -54,6 +54,20 @@ def test_malformed_settings_name_the_key(tmp_path: Path):
     with pytest.raises(ConfigError) as err:
         load_settings(path)
     assert err.value.key == "custody.recipients[0].recipient"
+    path.write_text("[custody]\nledger_url = 'htp:/ledger.court.example'\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    assert err.value.key == "custody.ledger_url" and "http:// or https:// URL" in str(err.value)
+    path.write_text("[custody]\nledger_url = 'https://ledger.court.example:8443/v1'\n")
+    assert load_settings(path).custody.ledger_url == "https://ledger.court.example:8443/v1"
+
+
+@pytest.mark.parametrize("seconds", ["0", "-5", "ten"])
+def test_demo_refuses_a_recording_length_that_is_not_positive(tmp_path: Path, seconds):
+    data = tmp_path / "data"
+    proc = run_kiosk("demo", "--seconds", seconds, "--data-dir", str(data), "--no-live")
+    assert proc.returncode == 2 and "--seconds" in proc.stderr and "Traceback" not in proc.stderr
+    assert not data.exists()
 
 
 def test_cli_refuses_bad_profile_with_one_line_and_writes_nothing(tmp_path: Path):

@@ -208,3 +208,37 @@ def test_kiosk_verify_cli_exit_codes_and_json(sealed, tmp_path, capsys):
     assert [c["item"] for c in bad] == ["segment 2"]
     assert set(bad[0]) == {"item", "ok", "detail", "status"}
     assert kiosk_main(["verify", str(tmp_path / "nowhere")]) == 2
+    assert kiosk_main(["verify", str(tmp_path)]) == 2
+    assert "is not a session directory (no session.json)" in capsys.readouterr().err
+
+
+def test_an_edited_plain_event_log_or_session_file_beside_the_manifest_is_named(sealed, tmp_path):
+    events = (sealed / "events.jsonl").read_bytes().splitlines(keepends=True)
+    assert _failed(verify_session(sealed)) == []
+    later = _copy(sealed, tmp_path / "later")
+    with (later / "events.jsonl").open("ab") as fh:  # logged after sealing: allowed, and said
+        fh.write(b'{"t": 99.0, "type": "marker", "note": "after sealing"}\n')
+    check = next(c for c in verify_session(later) if c.item == "event log")
+    assert check.ok and "1 logged after sealing" in check.detail
+
+    rng = random.Random(7)
+    for trial in range(8):
+        copy = _copy(sealed, tmp_path / f"events{trial}")
+        line = rng.randrange(len(events))
+        body = bytearray(events[line])
+        body[rng.randrange(len(body) - 1)] ^= 1 << rng.randrange(7)
+        (copy / "events.jsonl").write_bytes(b"".join(events[:line] + [bytes(body)] + events[line + 1:]))
+        failed = [c for c in verify_session(copy) if not c.ok]
+        assert [c.item for c in failed] == ["event log"], (trial, failed)
+        assert f"line {line + 1}" in failed[0].detail
+
+    short = _copy(sealed, tmp_path / "short")
+    (short / "events.jsonl").write_bytes(b"".join(events[:-1]))
+    assert _failed(verify_session(short)) == ["event log"]
+
+    renamed = _copy(sealed, tmp_path / "renamed")
+    info = json.loads((renamed / "session.json").read_text())
+    info["interviewee_pseudonym"] = "someone else"
+    (renamed / "session.json").write_text(json.dumps(info))
+    failed = [c for c in verify_session(renamed) if not c.ok]
+    assert [c.item for c in failed] == ["session facts"] and "interviewee_pseudonym" in failed[0].detail

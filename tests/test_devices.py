@@ -136,3 +136,65 @@ def test_camera_that_vanishes_shows_slate_and_reconnects_when_it_returns(tmp_pat
     assert "reconnecting" in states or "no-signal" in states, states
     assert states[-1] == "ok", states
     assert station.pipeline.stats.frames_slate > 10
+
+
+PRESENCE_PROBE = textwrap.dedent("""
+    import json, sys
+    from kiosk.config import load_room, Settings
+    from kiosk.station import Station
+    settings = Settings()
+    settings.storage.data_dir = sys.argv[2]
+    settings.transcription.enabled = False
+    station = Station(settings, load_room(sys.argv[1]), seal=False)
+    health = station.health()
+    print(json.dumps({i["item"]: [i["ok"], i["detail"]] for i in health["items"]} | {"status": health["status"]}))
+""")
+
+
+def test_idle_station_health_says_which_devices_are_there_before_a_session(tmp_path: Path, camera_file: Path):
+    try:
+        import pyaudio  # noqa: F401
+    except ImportError:
+        pytest.skip("needs pyaudio (portaudio19-dev)")
+    (tmp_path / ".asoundrc").write_text(
+        'pcm.witness_mic {\n type file\n slave.pcm "null"\n file "/dev/null"\n infile "/dev/zero"\n format "raw"\n}\n')
+    room = tmp_path / "room.toml"
+    room.write_text(textwrap.dedent(f"""
+        [room]
+        id = "devroom"
+        name = "Device room"
+        language = "en"
+        [video]
+        width = 320
+        height = 240
+        fps = 15
+        layout = "side_by_side"
+        [[cameras]]
+        name = "room-view"
+        kind = "camera"
+        device = 9
+        [[cameras]]
+        name = "close-up"
+        kind = "camera"
+        device = "{camera_file}"
+        [[microphones]]
+        name = "witness-mic"
+        role = "witness"
+        kind = "microphone"
+        device = "witness_mic"
+        [[microphones]]
+        name = "interviewer-mic"
+        role = "interviewer"
+        kind = "microphone"
+        device = "no-such-mic"
+    """))
+    proc = subprocess.run([sys.executable, "-c", PRESENCE_PROBE, str(room), str(tmp_path / "data")], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    items = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert items["device:room-view"] == [False, "idle, /dev/video9 not found"]
+    assert items["device:close-up"] == [True, f"idle, {camera_file} present"]
+    assert items["device:witness-mic"][0] is True and "witness_mic" in items["device:witness-mic"][1]
+    assert items["device:interviewer-mic"][0] is False
+    assert "no audio input device matching 'no-such-mic'" in items["device:interviewer-mic"][1]
+    assert items["status"] == "degraded", "a missing device between sessions is a warning, not a failure"

@@ -12,6 +12,7 @@ court's records, or the local data dir when run on the kiosk) anchors it.
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing
 import sqlite3
 from concurrent.futures import ProcessPoolExecutor
@@ -241,7 +242,46 @@ def verify_session(session_dir: Path, *, kiosk_keys: list[bytes] | None = None,
     # -- order and continuity
     add(_order_check(segs, manifest.get("unsealed") or []))
     checks.extend(_continuity_checks(segs, manifest["events"]))
+    checks.extend(_working_copy_checks(session_dir, manifest))
     return checks
+
+
+# session.json fields that never change once the session is created (its state does)
+FIXED_SESSION_FIELDS = ("id", "room_id", "case_reference", "interviewee_pseudonym", "interviewer", "language",
+                        "created_wall")
+
+
+def _working_copy_checks(session_dir: Path, manifest: dict) -> list[Check]:
+    """The plain event log and session.json beside the manifest are what people read first: they must say
+    what the signed manifest says. Events logged after sealing may follow; an edited one fails."""
+    out = []
+    path = session_dir / "events.jsonl"
+    if path.is_file():
+        signed = manifest["events"]
+        lines = path.read_bytes().splitlines()
+        problem = ""
+        for n, expected in enumerate(signed):
+            try:
+                same = n < len(lines) and json.loads(lines[n]) == expected
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                same = False
+            if not same:
+                problem = (f"events.jsonl line {n + 1} differs from the signed manifest's event log"
+                           if n < len(lines) else f"events.jsonl ends at line {n}, the manifest lists {len(signed)}")
+                break
+        later = max(0, len(lines) - len(signed))
+        out.append(Check("event log", not problem, problem or f"events.jsonl holds the manifest's {len(signed)} "
+                         f"event(s)" + (f" and {later} logged after sealing" if later else "")))
+    path = session_dir / "session.json"
+    if path.is_file():
+        try:
+            info = json.loads(path.read_bytes())
+            changed = [k for k in FIXED_SESSION_FIELDS if info.get(k) != manifest["session"].get(k)]
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            changed = ["(unreadable)"]
+        out.append(Check("session facts", not changed, f"session.json differs from the manifest: {', '.join(changed)}"
+                         if changed else "session.json says what the manifest says"))
+    return out
 
 
 def _deleted_artifacts(checks: list[Check], session_dir: Path, sid: str, proven: dict[str, ProvenEntry],

@@ -34,10 +34,12 @@ clean-venv:
 PREFIX ?= $(CURDIR)
 UNITDIR ?= /etc/systemd/system
 install: $(STAMP)
+	@case "$(PREFIX)" in /home/*|/root/*|/root) echo "make install: the service cannot see $(PREFIX) (ProtectHome=yes); clone to /opt/testimony-kiosk and run make install there" >&2; exit 2;; esac
 	id -u testimony-kiosk >/dev/null 2>&1 || useradd --system --home /var/lib/testimony-kiosk --shell /usr/sbin/nologin testimony-kiosk
 	install -d -m 0755 /etc/testimony-kiosk
-	[ -f /etc/testimony-kiosk/kiosk.toml ] || install -m 0640 config/kiosk.toml /etc/testimony-kiosk/kiosk.toml
-	[ -f /etc/testimony-kiosk/room.toml ] || install -m 0640 rooms/standard.toml /etc/testimony-kiosk/room.toml
+	# settings hold no secrets (tokens and keys live in their own 0600 files): readable by both services
+	[ -f /etc/testimony-kiosk/kiosk.toml ] || install -m 0644 config/kiosk.toml /etc/testimony-kiosk/kiosk.toml
+	[ -f /etc/testimony-kiosk/room.toml ] || install -m 0644 rooms/standard.toml /etc/testimony-kiosk/room.toml
 	for u in systemd/*.service; do sed "s#/opt/testimony-kiosk#$(PREFIX)#g" $$u > $(UNITDIR)/$$(basename $$u); done
 	systemctl daemon-reload || true
 	@echo "installed; enable with: systemctl enable --now testimony-kiosk"

@@ -70,7 +70,8 @@ class CustodySettings(Strict):
     ledger_url: str = ""  # empty: in-process ledger in the data dir; else the court ledger service
     ledger_origin: str = Field("testimony-kiosk/ledger", pattern=r"^[^\s+]+$")
     ledger_vkey: str = ""  # pin the remote ledger's checkpoint key (name+id+key); empty: trust on first use
-    ledger_token_file: str = ""  # file holding the ledger admin token (only to enrol this kiosk's key)
+    ledger_token_file: str = ""  # file (0600) with the ledger service's client token: append and look up
+    ledger_enrol_token_file: str = ""  # file (0600) with its admin token, sent only to enrol this kiosk's key
 
     @field_validator("ledger_url")
     @classmethod

@@ -210,7 +210,8 @@ def test_clerk_mode_on_a_court_machine_uses_the_ledger_service(demo, tmp_path):
     settings.storage.data_dir = tmp_path / "court-machine"
     settings.custody.ledger_url = url
     settings.custody.ledger_vkey = court.ledger.vkey
-    settings.custody.ledger_token_file = str(admin_path)
+    settings.custody.ledger_token_file = str(client_path)
+    settings.custody.ledger_enrol_token_file = str(admin_path)  # the court's own machine enrols its clerks
     settings.clerk.store_dir = court.store.root
     settings.clerk.identity_file = root / "demo-court" / "court-identity.txt"
     remote = Court(settings)

@@ -18,10 +18,10 @@ from kiosk.custody.fixtures import make_session
 from kiosk.custody.keys import demo_court_identity, kiosk_signer
 from kiosk.custody.ledger import Ledger
 from kiosk.custody.ledger_service import ROUTE_ROLES, LedgerClient, _read_tokens, create_app, ensure_tokens
-from kiosk.custody.sealer import Sealer
+from kiosk.custody.sealer import Sealer, ensure_enrolled
 from kiosk.custody.statement import make_statement
 from kiosk.custody.verify import all_ok, failures, verify_ledger, verify_session
-from kiosk.errors import LedgerConflict, SealError
+from kiosk.errors import KioskError, LedgerConflict, SealError
 
 ORIGIN = "court.example/ledger"
 
@@ -107,12 +107,15 @@ def test_client_has_the_in_process_interface_and_checks_what_it_is_told(service,
 def test_a_kiosk_seals_a_session_against_the_remote_ledger(service, tmp_path):
     data = tmp_path / "kiosk-data"
     _, recipient = demo_court_identity(data)
-    token_file = tmp_path / "ledger-token"
-    token_file.write_text(service.admin_token + "\n")
+    token_file, admin_file = tmp_path / "ledger-token", tmp_path / "ledger-admin-token"
+    for path, token in ((token_file, service.client_token), (admin_file, service.admin_token)):
+        path.write_text(token + "\n")
+        path.chmod(0o600)
     settings = Settings()
     settings.storage.data_dir = data
     settings.custody.ledger_url = service.url
     settings.custody.ledger_token_file = str(token_file)
+    settings.custody.ledger_enrol_token_file = str(admin_file)  # the kiosk enrols itself, once
     settings.custody.ledger_vkey = service.ledger.vkey
     session, _ = make_session(data / "sessions", n_segments=3)
     sealer = Sealer(settings, data, recipients=[recipient], isolate=False)
@@ -122,6 +125,7 @@ def test_a_kiosk_seals_a_session_against_the_remote_ledger(service, tmp_path):
     sealer.close()
     assert result["verified"], result["verify_failures"]
     assert not (data / "ledger").exists(), "a kiosk pointed at a remote ledger keeps no ledger of its own"
+    assert service.admin_token not in str(sealer.ledger._http.headers), "the admin token goes with enrolment only"
     checks = verify_session(session.dir, ledger_keys=[VerifierKey.parse(service.ledger.vkey)])
     assert all_ok(checks), failures(checks)
     checks = verify_ledger(service.ledger.path, [service.ledger.verifier_key], ORIGIN)
@@ -168,6 +172,7 @@ def test_recording_goes_on_while_the_remote_ledger_is_down(tmp_path):
     client_path, admin_path = ensure_tokens(ledger_host)
     token_file = tmp_path / "ledger-token"
     token_file.write_text(_read_tokens(admin_path)[0])
+    token_file.chmod(0o600)
     settings = Settings()
     settings.storage.data_dir = data
     settings.custody.ledger_url = f"http://127.0.0.1:{port}"
@@ -190,3 +195,34 @@ def test_recording_goes_on_while_the_remote_ledger_is_down(tmp_path):
     finally:
         sealer.close()
         svc.stop()
+
+
+def test_ledger_token_files_must_be_private_and_the_admin_token_goes_only_with_enrolment(service, tmp_path):
+    from kiosk.custody.sealer import open_ledger
+
+    settings = Settings()
+    settings.custody.ledger_url = service.url
+    token_file = tmp_path / "token"
+    token_file.write_text(service.client_token + "\n")
+    token_file.chmod(0o644)
+    settings.custody.ledger_token_file = str(token_file)
+    with pytest.raises(KioskError, match=r"custody.ledger_token_file: .* is readable by others \(mode 0644\); chmod 600"):
+        open_ledger(settings, tmp_path)
+    token_file.chmod(0o600)
+    settings.custody.ledger_enrol_token_file = str(tmp_path / "missing")
+    with pytest.raises(KioskError, match="custody.ledger_enrol_token_file: cannot read"):
+        open_ledger(settings, tmp_path)
+
+    signer = kiosk_signer(tmp_path / "kiosk", "room-9")
+    settings.custody.ledger_enrol_token_file = ""
+    client = open_ledger(settings, tmp_path)
+    with pytest.raises(LedgerConflict):  # the client token cannot enrol
+        ensure_enrolled(client, signer)
+    admin_file = tmp_path / "admin"
+    admin_file.write_text(service.admin_token)
+    admin_file.chmod(0o600)
+    settings.custody.ledger_enrol_token_file = str(admin_file)
+    client = open_ledger(settings, tmp_path)
+    ensure_enrolled(client, signer)
+    assert client.is_enrolled(signer.actor, signer.public_b64)
+    assert client.append(make_statement(signer, "accessed", {"subject": "t/1"})).index > 0

@@ -209,7 +209,7 @@ def test_kiosk_verify_cli_exit_codes_and_json(sealed, tmp_path, capsys):
     assert set(bad[0]) == {"item", "ok", "detail", "status"}
     assert kiosk_main(["verify", str(tmp_path / "nowhere")]) == 2
     assert kiosk_main(["verify", str(tmp_path)]) == 2
-    assert "is not a session directory (no session.json)" in capsys.readouterr().err
+    assert "is not a session directory (no session.json or manifest.json)" in capsys.readouterr().err
 
 
 def test_an_edited_plain_event_log_or_session_file_beside_the_manifest_is_named(sealed, tmp_path):

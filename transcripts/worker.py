@@ -15,6 +15,7 @@ and leaves status.json "pending" with the exact command that produces the transc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import fcntl
 import json
@@ -385,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config)
         nice = settings.transcription.nice if args.nice is None else args.nice
         if nice:
-            os.nice(nice)
+            with contextlib.suppress(OSError):  # a sandbox may refuse it; transcribing matters more
+                os.nice(nice)
         source = SessionSource(session_dir)
         out = transcript_dir(session_dir)
         lock = take_lock(out)

@@ -187,8 +187,8 @@ def _verify(args) -> int:
     from .verify import all_ok, parse_vkeys, verify_session
 
     path = Path(args.path)
-    if not path.is_dir() or not (path / "session.json").is_file():
-        raise KioskError(f"{path} is not a session directory (no session.json)")
+    if not path.is_dir() or not any((path / name).is_file() for name in ("session.json", "manifest.json")):
+        raise KioskError(f"{path} is not a session directory (no session.json or manifest.json)")
     kiosk_keys = ledger_keys = None
     if args.kiosk_key:
         kiosk_keys = []

@@ -188,8 +188,12 @@ class LedgerClient:
     pinned (or first seen) ledger key and must stay consistent with every earlier one it saw."""
 
     def __init__(self, url: str, token: str | None = None, expect_vkey: str | None = None,
-                 timeout: float = 15.0, transport: httpx.BaseTransport | None = None) -> None:
+                 timeout: float = 15.0, transport: httpx.BaseTransport | None = None,
+                 enrol_token: str | None = None) -> None:
+        """`token`: the ledger's client token (append, look up). `enrol_token`: its admin token, sent only
+        with an enrolment, so that every other request carries no more power than it needs."""
         headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._enrol_headers = {"authorization": f"Bearer {enrol_token}"} if enrol_token else None
         self.url = url
         self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout, transport=transport)
         self._lock = threading.Lock()
@@ -243,8 +247,8 @@ class LedgerClient:
     def _get(self, path: str, **params) -> dict:
         return self._check(self._http.get(path, params=params))
 
-    def _post(self, path: str, body: dict) -> dict:
-        return self._check(self._http.post(path, json=body))
+    def _post(self, path: str, body: dict, headers: dict | None = None) -> dict:
+        return self._check(self._http.post(path, json=body, headers=headers))
 
     @staticmethod
     def _entry(data: dict) -> Entry:
@@ -317,7 +321,8 @@ class LedgerClient:
         return make_bundle(entry, proof, note, cp.size, self.origin, self.vkey)
 
     def enroll(self, actor: str, public_b64: str, role: str = "kiosk") -> Entry:
-        return self._entry(self._post("/v1/enrol", {"actor": actor, "key": public_b64, "role": role}))
+        return self._entry(self._post("/v1/enrol", {"actor": actor, "key": public_b64, "role": role},
+                                      headers=self._enrol_headers))
 
     def is_enrolled(self, actor: str, public_b64: str) -> bool:
         return bool(self._get("/v1/enrolled", actor=actor, key=public_b64)["enrolled"])

@@ -17,7 +17,7 @@ import httpx
 
 from ..config import Settings
 from ..durable import write_atomic
-from ..errors import LedgerConflict, SealError
+from ..errors import KioskError, LedgerConflict, SealError
 from ..logs import event as log_event
 from ..media import segments
 from .artifacts import ARTIFACTS_SEALED, artifacts_subject, seal_artifacts, sealed_kinds
@@ -50,11 +50,30 @@ def open_ledger(settings: Settings, data_dir: Path) -> LedgerAPI:
     if c.ledger_url:
         from .ledger_service import LedgerClient
 
-        token = Path(c.ledger_token_file).read_text().strip() if c.ledger_token_file else None
-        return LedgerClient(c.ledger_url, token=token, expect_vkey=c.ledger_vkey or None)
+        return LedgerClient(c.ledger_url, token=read_token_file(c.ledger_token_file, "custody.ledger_token_file"),
+                            expect_vkey=c.ledger_vkey or None,
+                            enrol_token=read_token_file(c.ledger_enrol_token_file, "custody.ledger_enrol_token_file"))
     from .ledger import Ledger
 
     return Ledger.open(data_dir, c.ledger_origin)
+
+
+def read_token_file(path: str, key: str) -> str | None:
+    """A bearer token from a file only its owner can read; a readable-by-others file is refused, since a
+    token that leaked from it would let anyone append to (or, the admin token, enrol keys on) the ledger."""
+    if not path:
+        return None
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode & 0o777
+        token = p.read_text().strip()
+    except OSError as exc:
+        raise KioskError(f"{key}: cannot read {p}: {exc.strerror or exc}") from None
+    if mode & 0o077:
+        raise KioskError(f"{key}: {p} is readable by others (mode {mode:04o}); chmod 600 it")
+    if not token:
+        raise KioskError(f"{key}: {p} is empty")
+    return token
 
 
 def ensure_enrolled(ledger: LedgerAPI, signer: Signer, role: str = "kiosk") -> None:
@@ -66,7 +85,7 @@ def ensure_enrolled(ledger: LedgerAPI, signer: Signer, role: str = "kiosk") -> N
         raise LedgerConflict(
             f"{exc}. The key of {signer.actor} is not enrolled at the ledger: on the ledger host run "
             f"`kiosk ledger enrol --actor {signer.actor} --key <kiosk_ed25519.pub>`, or point "
-            "custody.ledger_token_file at its admin token") from None
+            "custody.ledger_enrol_token_file at its admin token") from None
 
 
 def proof_name(stmt_type: str, subject_tail: str) -> str:

@@ -127,7 +127,12 @@ def main() -> int:
             "words": summary["words"]}
     result["peak_rss_mb"] = round(rss_mb(), 1)
     result["target_rtf"] = 0.15
-    result["meets_target"] = result["per_recognizer_digital_silence"]["rtf_cpu"] <= 0.15
+    # judged on the worst steady case a real room sees: noise floor and the whole worker path included
+    worst = max(result["per_recognizer_digital_silence"]["rtf_cpu"],
+                result["per_recognizer_room_noise_-55dBFS"]["rtf_cpu"],
+                result["worker_path"]["rtf_cpu_per_recognizer"])
+    result["rtf_worst_steady"] = worst
+    result["meets_target"] = worst <= 0.15
     result["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result))
     return 0

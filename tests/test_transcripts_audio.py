@@ -101,7 +101,8 @@ def test_every_source_format_converts_to_16k_mono_without_moving_the_sound(clip4
 
 def test_stereo_44k_and_float_give_the_same_word_timings_as_16k_mono(clip48, recognizer):
     mono16 = to_pcm16k(clip48, syn.RATE)
-    reference = span(transcribe(recognizer, frames_of(mono16, TARGET_RATE)))
+    ref_words = transcribe(recognizer, frames_of(mono16, TARGET_RATE))
+    reference = span(ref_words)
     assert abs(reference[0] - OFFSET) <= 0.3
     cases = {
         "48 kHz stereo s16": frames_of((np.stack([clip48] * 2, axis=1) * 32767).astype(np.int16), 48000),
@@ -110,8 +111,14 @@ def test_stereo_44k_and_float_give_the_same_word_timings_as_16k_mono(clip48, rec
         "48 kHz mono float": frames_of(clip48, 48000, size=960),
     }
     for name, frames in cases.items():
-        got = span(transcribe(recognizer, frames))
+        words = transcribe(recognizer, frames)
+        got = span(words)
         assert abs(got[0] - reference[0]) <= SAME and abs(got[1] - reference[1]) <= SAME, (name, got, reference)
+        # word by word: every word the two recognise alike sits at the same time (± 50 ms)
+        pairs = [(w, r) for w, r in zip(words, ref_words, strict=False) if w.word == r.word]
+        assert len(pairs) >= max(1, len(ref_words) // 2), (name, [w.word for w in words], [r.word for r in ref_words])
+        for w, r in pairs:
+            assert abs(w.start - r.start) <= SAME and abs(w.end - r.end) <= SAME, (name, w, r)
 
 
 def test_a_time_offset_and_a_hole_in_the_timestamps_keep_words_on_the_session_clock(clip48, tmp_path, recognizer):

@@ -18,8 +18,9 @@ from pathlib import Path
 import httpx
 import pyrage
 import pytest
+from pyrage import x25519
 
-from kiosk.config import Settings
+from kiosk.config import CourtRecipient, Settings
 from kiosk.custody import seal as seal_mod
 from kiosk.custody.fixtures import make_session
 from kiosk.custody.keys import demo_court_identity, find_age_secret_keys, kiosk_signer, load_identity
@@ -74,6 +75,74 @@ def test_sealed_segments_decrypt_with_age_cli_and_match_the_manifest(court):
     out = subprocess.run(["age", "-d", "-i", str(identity), str(session.dir / "manifest.json.age")],
                          capture_output=True, check=True)
     assert out.stdout == (session.dir / "manifest.json").read_bytes()
+
+
+def _age_identity_file(path: Path, identity) -> Path:
+    path.write_text(f"# test court identity\n{identity}\n")
+    path.chmod(0o600)
+    return path
+
+
+def test_each_of_several_court_recipients_alone_decrypts_and_an_unrelated_key_does_not(tmp_path):
+    """Primary and escrow: every sealed item opens with either court identity on its own, to the plaintext
+    whose SHA-256 the seal record, the ledger and the signed manifest name; a third identity opens nothing."""
+    data = tmp_path / "data"
+    court_dir = tmp_path / "court"  # the court's identities live apart from the kiosk's data dir
+    court_dir.mkdir()
+    primary, escrow, stranger = (x25519.Identity.generate() for _ in range(3))
+    recipients = {"primary": str(primary.to_public()), "escrow": str(escrow.to_public())}
+    assert recipients["primary"] != recipients["escrow"]
+    settings = _settings(data)
+    settings.custody.recipients = [CourtRecipient(name=n, recipient=r) for n, r in recipients.items()]
+    session, digests = make_session(data / "sessions", n_segments=2, seg_bytes=50_000)
+    sealer = Sealer(settings, data, isolate=False)  # recipients from the kiosk settings, as configured
+    result = sealer.finish_session(session, {"kiosk_id": "kiosk-demo"})
+    ledger_entries = _segment_entries(sealer.ledger)
+    sealer.close()
+    assert result["verified"], result["verify_failures"]
+    both = sorted(recipients.values())
+    manifest = json.loads((session.dir / "manifest.json").read_bytes())
+    assert manifest["recipients"] == both
+    assert [s["index"] for s in manifest["segments"]] == [1, 2]
+    records = {r.index: r for r in seal_mod.load_records(session.dir)}
+    assert sorted(records) == [1, 2] and all(r.recipients == both for r in records.values())
+    ledgered = {e["body"]["index"]: e["body"] for e in ledger_entries}
+    assert all(ledgered[i]["recipients"] == both for i in (1, 2))
+    files = {
+        "primary": _age_identity_file(court_dir / "primary.txt", primary),
+        "escrow": _age_identity_file(court_dir / "escrow.txt", escrow),
+        "stranger": _age_identity_file(court_dir / "stranger.txt", stranger),
+    }
+    age_cli = shutil.which("age")
+    for seg in manifest["segments"]:
+        i = seg["index"]
+        ct_path = session.dir / seg["file"]
+        ct = ct_path.read_bytes()
+        assert ct.startswith(b"age-encryption.org/v1\n")
+        # one X25519 stanza per recipient in the age header
+        assert ct.split(b"\n---", 1)[0].count(b"\n-> X25519 ") == 2
+        assert hashlib.sha256(ct).hexdigest() == seg["ciphertext_sha256"] == records[i].ciphertext_sha256
+        expected = seg["plaintext_sha256"]
+        assert expected == records[i].plaintext_sha256 == ledgered[i]["plaintext_sha256"] == digests[i]
+        for name, ident in (("primary", primary), ("escrow", escrow)):
+            pt = pyrage.decrypt(ct, [ident])
+            assert hashlib.sha256(pt).hexdigest() == expected, f"{name} alone, segment {i}"
+            if age_cli:
+                out = subprocess.run([age_cli, "-d", "-i", str(files[name]), str(ct_path)], capture_output=True)
+                assert out.returncode == 0, out.stderr
+                assert hashlib.sha256(out.stdout).hexdigest() == expected, f"age CLI with {name}, segment {i}"
+        with pytest.raises(pyrage.DecryptError):
+            pyrage.decrypt(ct, [stranger])
+        if age_cli:
+            out = subprocess.run([age_cli, "-d", "-i", str(files["stranger"]), str(ct_path)], capture_output=True)
+            assert out.returncode != 0 and out.stdout == b""
+    # the sealed manifest, too
+    sealed_manifest = (session.dir / "manifest.json.age").read_bytes()
+    for ident in (primary, escrow):
+        assert pyrage.decrypt(sealed_manifest, [ident]) == (session.dir / "manifest.json").read_bytes()
+    with pytest.raises(pyrage.DecryptError):
+        pyrage.decrypt(sealed_manifest, [stranger])
+    assert find_age_secret_keys(data) == []
 
 
 def test_manifest_signature_verifies_with_ssh_keygen(court):

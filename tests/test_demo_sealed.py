@@ -3,24 +3,59 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.conftest import last_json, run_kiosk
+from tests.conftest import REPO, last_json, run_kiosk
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> dict:
+    """The demo as a person runs it (live pages on): the viewer link it prints is opened while it records."""
     data = tmp_path_factory.mktemp("demo") / "data"
-    proc = run_kiosk("demo", "--seconds", "6", "--data-dir", str(data), "--json", "--no-live", timeout=300,
-                     check=True)
-    summary = last_json(proc.stdout)
+    proc = subprocess.Popen([sys.executable, "-m", "kiosk.cli", "demo", "--seconds", "8", "--data-dir", str(data),
+                             "--json"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    opened = None
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            match = re.search(r"live: viewer link \(observer, let in on arrival\): (http://\S+/join/\S+)", line)
+            if match:
+                with httpx.Client(follow_redirects=True, timeout=10) as http:
+                    form = http.get(match.group(1))  # the invitation asks for a display name first
+                    assert form.status_code == 200 and 'name="name"' in form.text, form.text[:500]
+                    page = http.post(match.group(1), data={"name": "Synthetic observer"})
+                    opened = (page.status_code, page.url.path, page.text)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, proc.stderr.read()[-3000:]
+    summary = last_json("".join(lines))
     summary["data_dir"] = data
+    summary["printed"] = lines
+    summary["viewer_page"] = opened
     return summary
+
+
+def test_demo_prints_live_links_and_its_viewer_link_opens_the_viewer_page(demo):
+    printed = "".join(demo["printed"])
+    assert "live: operator console (one-time link): http://" in printed
+    assert "live: judge link (waits for the operator to admit): http://" in printed
+    assert re.search(r"^language: (en|ko) \(transcription model for '(en|ko)' installed\)$", printed, re.M), \
+        "the demo says which language it speaks and why"
+    assert demo["viewer_page"] is not None, "the viewer link was printed while the demo recorded"
+    status, path, text = demo["viewer_page"]
+    assert status == 200 and path.startswith("/view"), (status, path)
+    assert "<video" in text
 
 
 def test_demo_summary_says_sealed_verified_and_transcribed(demo):
@@ -35,8 +70,9 @@ def test_no_words_and_no_media_are_readable_on_the_kiosk_after_the_session(demo)
     session = Path(demo["session_dir"])
     leftovers = [p for p in session.rglob("*") if p.is_file() and p.suffix in (".mp4", ".vtt", ".srt", ".html", ".json")
                  and p.parent.name in ("segments", "transcripts", "record") and p.name not in ("sealed.json", "status.json")
-                 and not p.name.startswith("seg-")]
+                 and not (p.parent.name == "segments" and p.name.startswith("seg-") and p.suffix == ".json")]
     assert leftovers == []
+    assert not list(session.rglob("*.mp4")), "no plaintext recording anywhere in the session"
     assert (session / "record" / "session-record.json.age").exists(), "the session record is sealed too"
     assert not list(Path(demo["data_dir"]).rglob("court-identity*")), "the court identity lives outside"
     status = json.loads((session / "transcripts" / "status.json").read_text())

@@ -34,6 +34,19 @@ from .segments import SegmentIndex
 log = logging.getLogger("kiosk.pipeline")
 
 MAX_LAG_S = 1.0  # further behind than this, frames are skipped (and counted as dropped)
+OVERHEAD = 1.10  # container overhead on top of the encoder bitrates (as Station.bytes_per_second)
+
+
+def disk_free_bytes(path: Path) -> int:
+    """Free bytes on the file system holding `path` (the pipeline's default free-space reader)."""
+    return shutil.disk_usage(path).free
+
+
+def recording_bytes_per_second(settings: Settings, room: RoomProfile) -> float:
+    """Worst-case bytes per recorded second: video bitrate + the mix and one Opus track per microphone,
+    plus container overhead. The same figure as Station.bytes_per_second (console minutes of recording)."""
+    enc = settings.encoder
+    return (enc.video_bitrate_kbps + enc.audio_bitrate_kbps * (1 + len(room.microphones))) * 125 * OVERHEAD
 
 
 class TalkbackBuffer:
@@ -122,6 +135,10 @@ class MediaPipeline:
         self._failure: BaseException | None = None
         self.media_t0 = 0.0
         self.disk_full = False
+        self.disk_low = False  # the disk-low warning was logged (once per session)
+        # free-space reader for the disk checks; tests replace it to simulate a filling disk
+        self.free_bytes: Callable[[Path], int] = disk_free_bytes
+        self.bytes_per_second = recording_bytes_per_second(settings, room)
         hub.video_time_base = self.video.time_base
         hub.audio_time_base = self.mix_encoder.time_base
         hub.keyframe_min_gap_s = settings.encoder.keyframe_min_gap_s
@@ -315,10 +332,11 @@ class MediaPipeline:
             log.error("could not log the recording error (disk full?)")
 
     def _check_disk(self) -> None:
-        """Stop cleanly while there is still room to close, seal and log, rather than at ENOSPC."""
+        """Stop cleanly while there is still room to close, seal and log, rather than at ENOSPC; log one
+        `disk-low` event when the space left holds fewer than storage.warn_free_minutes of recording."""
         if not (self.recorder and self.recorder.is_open):
             return
-        free = shutil.disk_usage(self.session.dir).free
+        free = self.free_bytes(self.session.dir)
         reserve = self.settings.storage.min_free_mb * 2**20
         if free < reserve:
             self._want_recording = False
@@ -326,6 +344,19 @@ class MediaPipeline:
             self.disk_full = True
             self.session.record("disk-full", free_bytes=free, reserve_bytes=reserve,
                                 note="recording stopped cleanly; recorded segments closed and sealed")
+            return
+        minutes_left = free / self.bytes_per_second / 60
+        warn_below = self.settings.storage.warn_free_minutes
+        if not self.disk_low and minutes_left < warn_below:
+            self.disk_low = True
+            log.warning("disk low: about %.1f minutes of recording left", minutes_left)
+            try:
+                self.session.record("disk-low", minutes_left=round(minutes_left, 1), free_bytes=free,
+                                    warn_free_minutes=warn_below,
+                                    note=f"about {minutes_left:.1f} minutes of recording left "
+                                         f"(warning below {warn_below} minutes); recording continues")
+            except OSError:
+                log.error("could not log the disk-low warning (disk full?)")
 
     def _segment_closed(self, session_dir: Path, seg: SegmentIndex) -> None:
         self.session.record("segment-closed", index=seg.index, start=seg.start, end=seg.end,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -11,17 +12,18 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from markupsafe import escape
 from websockets.sync.client import connect as ws_connect
 
 from kiosk.examination import events as ev
 from kiosk.examination.mask import PrivacyMask, encode_black_gop
 from kiosk.examination.questions import MAX_QUESTION_CHARS
-from kiosk.examination.record import build_session_record, record_facts
+from kiosk.examination.record import build_session_record, clock, record_facts
 from kiosk.examination.talkback import TalkbackRefused, check_talkback_offer
 from kiosk.session import Session, SessionClock
 
 from .conftest import run_kiosk
-from .live_support import live_room
+from .live_support import OPERATOR, live_room
 
 pytestmark = pytest.mark.e2e
 
@@ -177,6 +179,137 @@ def test_objections_breaks_and_mask_are_ruled_and_logged(room, parties):
     assert room.station.session.state.value == "recording"
     masks = room.events(ev.PRIVACY_MASK)
     assert [(m["video"], m["recording"]) for m in masks[-2:]] == [(True, "pause"), (False, "pause")]
+
+
+def _section(html: str, title: str) -> str:
+    """The printable record's section under <h2>title</h2>, up to the next heading."""
+    start = html.index(f"<h2>{title}</h2>")
+    end = html.find("<h2>", start + 4)
+    return html[start:end if end > 0 else len(html)]
+
+
+def _row(section: str, *needles: str) -> str:
+    rows = [r for r in re.findall(r"<tr[^>]*>.*?</tr>", section, re.S) if all(n in r for n in needles)]
+    assert len(rows) == 1, f"one row with {needles!r} expected, got {len(rows)}"
+    return rows[0]
+
+
+def test_record_lists_objections_break_requests_breaks_masks_and_markers_with_times_and_reasons(room, parties):
+    """Driven through the real API (service, objections, breaks, mask, station markers): each item lands in its
+    own section of the session record, at the session time it happened, with its ruling and reason, and the
+    printable record shows every party-written text escaped."""
+    session = room.station.session
+    judge, defence, prosecution, op = parties["judge"], parties["defence"], parties["prosecution"], room.operator
+    slack = 0.001  # the log keeps session time to the millisecond
+
+    def timed(call, status=200):
+        lo = session.now()
+        r = call()
+        hi = session.now()
+        assert r.status_code == status, r.text
+        return r.json(), (lo - slack, hi + slack)
+
+    def within(t, span):
+        return t is not None and span[0] <= t <= span[1]
+
+    op.post("/api/breaks/mode", json={"mode": "mark"}).raise_for_status()
+    assert session.state.value == "recording"
+    texts = {
+        "objection": 'Leading <b>question</b> & "suggestive" <script>alert("objection")</script>',
+        "overruled": "<i>relevant</i> & allowed to stand",
+        "request": "<img src=x onerror=alert(1)> the child needs water",
+        "granted": "<u>five</u> minutes",
+        "refused": "<em>not now</em> & 'we just had one'",
+        "refused-request": "<svg onload=alert(2)> counsel wants a break",
+        "marker": '<a href="javascript:alert(3)">note</a> & the child smiled',
+    }
+    raw = ("<script>alert(", "<img src=x", "<svg onload", '<a href="javascript', "<b>question", "<i>relevant",
+           "<u>five", "<em>not now")
+
+    o, o_raised = timed(lambda: defence.post("/api/objections", json={"text": texts["objection"]}), 201)
+    o_ruled = timed(lambda: judge.post(f"/api/objections/{o['id']}/ruling",
+                                       json={"decision": "overruled", "reason": texts["overruled"]}))[1]
+    req, r_raised = timed(lambda: prosecution.post("/api/break-requests", json={"reason": texts["request"]}), 201)
+    r_ruled = timed(lambda: judge.post(f"/api/break-requests/{req['id']}/ruling",
+                                       json={"decision": "granted", "reason": texts["granted"]}))[1]
+    brk = parties["observer"].get("/api/examination").json()["break"]
+    assert brk["active"] and brk["request"] == req["id"]
+    b_end = timed(lambda: op.post("/api/breaks/end"))[1]
+    ref, f_raised = timed(lambda: defence.post("/api/break-requests", json={"reason": texts["refused-request"]}), 201)
+    f_ruled = timed(lambda: judge.post(f"/api/break-requests/{ref['id']}/ruling",
+                                       json={"decision": "refused", "reason": texts["refused"]}))[1]
+    m_on = timed(lambda: op.post("/api/mask", json={"video": True, "audio": True, "recording": "continue"}))[1]
+    assert session.state.value == "recording", "recording continues under a 'continue' mask"
+    m_off = timed(lambda: op.post("/api/mask", json={"video": False, "audio": False, "recording": "continue"}))[1]
+    mark, k_at = timed(lambda: op.post("/api/session/marker", json={"label": texts["marker"]}))
+
+    record = op.get("/session-record.json").json()
+    judge_by, op_by = "judge:Judge API", f"operator:{OPERATOR}"
+
+    [obj] = [x for x in record["objections"] if x["id"] == o["id"]]
+    assert (obj["role"], obj["name"], obj["text"]) == ("defence", "Defence API", texts["objection"])
+    assert obj["raised_at"] == o["raised_at"] and within(obj["raised_at"], o_raised)
+    assert obj["ruling"]["decision"] == "overruled" and obj["ruling"]["reason"] == texts["overruled"]
+    assert obj["ruling"]["by"] == judge_by and within(obj["ruling"]["at"], o_ruled)
+
+    requests = {x["id"]: x for x in record["break_requests"]}
+    granted, refused = requests[req["id"]], requests[ref["id"]]
+    assert (granted["role"], granted["name"], granted["text"]) == ("prosecution", "Prosecution API", texts["request"])
+    assert granted["raised_at"] == req["raised_at"] and within(granted["raised_at"], r_raised)
+    assert granted["ruling"] == {"decision": "granted", "at": granted["ruling"]["at"], "by": judge_by,
+                                 "reason": texts["granted"]}
+    assert within(granted["ruling"]["at"], r_ruled)
+    assert (refused["role"], refused["text"]) == ("defence", texts["refused-request"])
+    assert within(refused["raised_at"], f_raised)
+    assert refused["ruling"]["decision"] == "refused" and refused["ruling"]["reason"] == texts["refused"]
+    assert within(refused["ruling"]["at"], f_ruled)
+    assert not [x for x in record["objections"] if x["id"] in (req["id"], ref["id"])], "requests are not objections"
+
+    [b] = [x for x in record["breaks"] if x["id"] == brk["id"]]
+    assert (b["request"], b["reason"], b["mode"]) == (req["id"], texts["request"], "mark")
+    assert (b["called_by"], b["ended_by"]) == (judge_by, op_by)
+    assert b["from"] == brk["started_at"] and within(b["from"], r_ruled) and within(b["to"], b_end)
+    assert not [x for x in record["breaks"] if x.get("request") == ref["id"]], "a refused request calls no break"
+
+    masks = [x for x in record["masks"] if within(x["from"], m_on)]
+    assert len(masks) == 1
+    mask = masks[0]
+    assert within(mask["to"], m_off)
+    assert (mask["video"], mask["audio"], mask["recording"], mask["by"], mask["lifted_by"]) == (
+        True, True, "continue", op_by, op_by)
+
+    markers = {x["label"]: x for x in record["markers"]}
+    assert markers[texts["marker"]] == {"at": mark["t"], "label": texts["marker"], "by": op_by}
+    assert within(mark["t"], k_at)
+    called = markers[f"Break {brk['id']} called: {texts['request']}"]
+    assert within(called["at"], r_ruled) and called["by"] == judge_by
+    assert within(markers[f"Break {brk['id']} ended"]["at"], b_end)
+    # the summaries count them for the party that raised them
+    assert "objection" in record["summaries"]["defence"]["text"]
+    assert "break request" in record["summaries"]["prosecution"]["text"]
+
+    r = op.get("/session-record")
+    assert r.status_code == 200
+    page = r.text
+    for bad in raw:
+        assert bad not in page, f"unescaped {bad!r} in the printable record"
+    apps = _section(page, "Objections and break requests")
+    row = _row(apps, f"<td>{o['id']}</td>")
+    assert str(escape(texts["objection"])) in row and str(escape(texts["overruled"])) in row
+    assert "overruled" in row and clock(obj["raised_at"]) in row and clock(obj["ruling"]["at"]) in row
+    row = _row(apps, f"<td>{req['id']}</td>")
+    assert str(escape(texts["request"])) in row and str(escape(texts["granted"])) in row and "granted" in row
+    assert clock(granted["raised_at"]) in row
+    row = _row(apps, f"<td>{ref['id']}</td>")
+    assert str(escape(texts["refused-request"])) in row and str(escape(texts["refused"])) in row
+    row = _row(_section(page, "Breaks"), f"<td>{b['id']}</td>")
+    assert str(escape(texts["request"])) in row and clock(b["from"]) in row and clock(b["to"]) in row
+    assert str(escape(judge_by)) in row and "kept recording (marker)" in row
+    row = _row(_section(page, "Privacy masks"), f'<td class="t">{clock(mask["from"])}</td>',
+               f'<td class="t">{clock(mask["to"])}</td>', "picture and sound")
+    assert "continued" in row and str(escape(op_by)) in row
+    row = _row(_section(page, "Markers"), str(escape(texts["marker"])))
+    assert clock(mark["t"]) in row and str(escape(op_by)) in row
 
 
 def test_talkback_needs_a_judge_and_an_earpiece(room, parties):

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
+import numpy as np
+import pyrage
 import pytest
 
-from kiosk.capture.base import VideoSource
+from kiosk.capture.base import SAMPLE_RATE, AudioSource, VideoSource
 from kiosk.config import load_room, load_settings
+from kiosk.custody.keys import ensure_demo_court, load_identity
+from kiosk.custody.seal import ciphertext_path, load_records
+from kiosk.custody.verify import failures, verify_session
+from kiosk.errors import DiskFull
 from kiosk.media import segments as seg_files
 from kiosk.media.fragments import complete_length, truncate_to_complete
 from kiosk.station import Station
@@ -20,13 +30,16 @@ from tests.conftest import ffprobe, write_room, write_settings
 pytestmark = pytest.mark.e2e
 
 
-def make_station(tmp_path: Path, room_path: Path, data: Path | None = None, **settings_over) -> Station:
+def make_station(tmp_path: Path, room_path: Path, data: Path | None = None, seal: bool = False,
+                 **settings_over) -> Station:
     settings = load_settings(write_settings(tmp_path, recording={"segment_seconds": 2.0}, **settings_over))
     settings.storage.data_dir = data or tmp_path / "data"
     settings.storage.min_free_mb = settings_over.get("storage", {}).get("min_free_mb", 0)
     settings.storage.max_session_minutes = 1
     settings.transcription.enabled = False
-    return Station(settings, load_room(room_path), seal=False)
+    if seal:
+        ensure_demo_court(settings)  # seal to the labelled DEMO court, kept beside the data dir
+    return Station(settings, load_room(room_path), seal=seal)
 
 
 class DyingCamera(VideoSource):
@@ -44,6 +57,62 @@ class DyingCamera(VideoSource):
         if self.die_at <= t < self.die_at + self.dead_for:
             raise OSError("injected: device vanished")
         return self.inner.frame_at(t, size)
+
+
+class DyingMicrophone(AudioSource):
+    """Wraps a real microphone and raises like an unplugged USB device during [die_at, die_at + dead_for)."""
+
+    def __init__(self, inner: AudioSource, die_at: float, dead_for: float) -> None:
+        super().__init__(inner.name, "injected", inner.role)
+        self.inner, self.die_at, self.dead_for = inner, die_at, dead_for
+        self.session_offset = inner.session_offset  # already set: the pipeline started with the inner one
+        self.status.set("ok", "wrapping an open microphone")
+
+    def open(self) -> None:
+        self.inner.open()
+        self.status.set("ok")
+
+    def pcm(self, start_sample: int, count: int) -> np.ndarray:
+        t = (self.session_offset + start_sample) / SAMPLE_RATE
+        if self.die_at <= t < self.die_at + self.dead_for:
+            raise OSError("injected: microphone unplugged")
+        return self.inner.pcm(start_sample, count)
+
+
+@dataclass
+class Recorded:
+    """What the segment files hold, decoded with PyAV, on the session clock."""
+
+    video_seconds: float = 0.0  # decoded video frames / fps
+    audio_seconds: dict[str, float] = field(default_factory=dict)  # track name -> decoded samples / 48 kHz
+    audio: dict[str, list[tuple[float, np.ndarray]]] = field(default_factory=dict)  # (session t, pcm)
+
+
+def _decode(session_dir: Path, fps: int = 15, media: dict[int, Path] | None = None) -> Recorded:
+    out = Recorded()
+    for seg in seg_files.list_indexes(session_dir):
+        path = (media or {}).get(seg.index) or seg_files.media_path(session_dir, seg.index)
+        with av.open(str(path)) as c:
+            out.video_seconds += sum(1 for _ in c.decode(video=0)) / fps
+        with av.open(str(path)) as c:
+            for stream in c.streams.audio:
+                name = stream.metadata.get("handler_name", str(stream.index))
+                for frame in c.decode(stream):
+                    pcm = frame.to_ndarray()[0].astype(np.float32)
+                    out.audio.setdefault(name, []).append((seg.start + float(frame.time), pcm))
+                    out.audio_seconds[name] = out.audio_seconds.get(name, 0.0) + len(pcm) / SAMPLE_RATE
+    return out
+
+
+def _peak_between(chunks: list[tuple[float, np.ndarray]], lo: float, hi: float) -> float:
+    """Largest sample magnitude of a decoded track within session times [lo, hi)."""
+    peak = 0.0
+    for t0, pcm in chunks:
+        times = t0 + np.arange(len(pcm)) / SAMPLE_RATE
+        sel = pcm[(times >= lo) & (times < hi)]
+        if len(sel):
+            peak = max(peak, float(np.abs(sel).max()))
+    return peak
 
 
 def _slate_frames(session_dir: Path) -> tuple[list[float], float]:
@@ -89,18 +158,54 @@ def test_file_source_whose_file_disappears_records_slate_then_resumes(tmp_path: 
     station = make_station(tmp_path, room)
     session = station.create_session("FAULT-2", "Synthetic", "Test")
     station.start()
+    wall0 = time.monotonic()
     time.sleep(1.5)
     hidden = tmp_path / "hidden.mp4"
     clip.rename(hidden)
-    time.sleep(3.0)
+    time.sleep(5.0)
     hidden.rename(clip)
     time.sleep(2.5)
     station.end()
-    slates, _ = _slate_frames(session.dir)
-    assert 1.5 <= len(slates) / 15 <= 4.5
+    wall = time.monotonic() - wall0
+    slates, span = _slate_frames(session.dir)
+    # the source notices a vanished file, and retries a missing one, once a second
+    assert 4.0 <= len(slates) / 15 <= 6.0
+    recorded = _decode(session.dir)
+    assert recorded.video_seconds == pytest.approx(wall, abs=0.5), "video continued through the gap"
+    assert span == pytest.approx(wall, abs=0.5)
+    assert recorded.audio_seconds["mix"] == pytest.approx(wall, abs=0.5)
     states = [(e["state"], e["detail"]) for e in session.events() if e["type"] == "device-state"]
     assert states[0][0] == "no-signal" and "disappeared" in states[0][1]
     assert states[-1][0] == "ok"
+
+
+def test_microphone_dead_for_five_seconds_records_silence_and_events(tmp_path: Path, tools):
+    station = make_station(tmp_path, write_room(tmp_path, flash=1.0))  # the interviewer mic beeps every 1 s
+    session = station.create_session("FAULT-5", "Synthetic", "Test")
+    t_start = session.now()
+    die_at, dead_for = t_start + 2.0, 5.0
+    mic = station.pipeline.mics[0]
+    assert mic.role == "interviewer"
+    station.pipeline.mics[0] = DyingMicrophone(mic, die_at=die_at, dead_for=dead_for)
+    station.start()
+    wall0 = time.monotonic()
+    time.sleep(9.0)
+    station.end()
+    wall = time.monotonic() - wall0
+    recorded = _decode(session.dir)
+    assert recorded.video_seconds == pytest.approx(wall, abs=0.5), "recording continued through the fault"
+    for track in ("mix", "interviewer", "witness"):  # no track has a hole: the gap is filled with silence
+        assert recorded.audio_seconds[track] == pytest.approx(wall, abs=0.5), track
+    interviewer = recorded.audio["interviewer"]
+    assert _peak_between(interviewer, die_at + 0.1, die_at + dead_for - 0.1) < 0.01, "silence while unplugged"
+    assert _peak_between(interviewer, die_at - 1.5, die_at) > 0.2, "beeps before the fault"
+    assert _peak_between(interviewer, die_at + dead_for, die_at + dead_for + 1.5) > 0.2, "beeps after it"
+    assert _peak_between(recorded.audio["mix"], die_at + 0.1, die_at + dead_for - 0.1) < 0.01
+    events = [e for e in session.events() if e["type"] == "device-state"]
+    assert [(e["source"], e["state"]) for e in events] == [("interviewer-mic", "failed"), ("interviewer-mic", "ok")]
+    assert "microphone unplugged" in events[0]["detail"] and events[1]["detail"] == "signal restored"
+    assert events[0]["t"] == pytest.approx(die_at, abs=0.6)
+    assert events[1]["t"] == pytest.approx(die_at + dead_for, abs=0.6)
 
 
 def test_disk_filling_mid_session_stops_cleanly_and_keeps_segments(tmp_path: Path, tools):
@@ -131,6 +236,122 @@ def test_disk_filling_mid_session_stops_cleanly_and_keeps_segments(tmp_path: Pat
             assert int(video["nb_read_packets"]) == seg.video_frames
         assert segs[-1].end == pytest.approx(full[0]["t"], abs=0.6)
     finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_session_that_cannot_fit_on_disk_is_refused_before_anything_is_written(tmp_path: Path):
+    minutes = 10**9  # no disk holds this long a recording
+    settings = load_settings(write_settings(tmp_path, storage={"max_session_minutes": minutes, "min_free_mb": 0}))
+    settings.storage.data_dir = tmp_path / "data"
+    settings.transcription.enabled = False
+    station = Station(settings, load_room(write_room(tmp_path)), seal=False)
+    before = sorted(station.data_dir.rglob("*"))
+    with pytest.raises(DiskFull) as refused:
+        station.create_session("FAULT-6", "Synthetic", "Test")
+    message = str(refused.value)
+    assert message.startswith(f"not enough free space in {station.data_dir}: ")
+    assert re.search(rf"\d+ MiB free, \d+ MiB needed for a {minutes}-minute session$", message), message
+    assert refused.value.http_status == 507
+    assert list(station.sessions_root.iterdir()) == [], "no session folder"
+    assert sorted(station.data_dir.rglob("*")) == before
+    assert station.session is None and station.pipeline is None
+    settings.storage.max_session_minutes = 1  # the guard is about the size: a session that fits starts
+    session = station.create_session("FAULT-6", "Synthetic", "Test")
+    assert [p.name for p in station.sessions_root.iterdir()] == [session.dir.name]
+    station.close()
+
+
+def test_disk_low_warning_is_logged_once_with_the_minutes_left(tmp_path: Path, tools):
+    station = make_station(tmp_path, write_room(tmp_path), storage={"warn_free_minutes": 10})
+    session = station.create_session("FAULT-7", "Synthetic", "Test")
+    pipeline = station.pipeline
+    bps = station.bytes_per_second()
+    assert pipeline.bytes_per_second == pytest.approx(bps), "the same minutes as the console shows"
+    minutes_free = [60.0]
+    asked: set[Path] = set()
+
+    def free_bytes(path: Path) -> int:  # a disk that another program is filling
+        asked.add(path)
+        return int(minutes_free[0] * 60 * bps)
+
+    pipeline.free_bytes = free_bytes
+    station.start()
+    time.sleep(1.5)
+    assert not [e for e in session.events() if e["type"] == "disk-low"], "no warning above the threshold"
+    t_low = session.now()
+    minutes_free[0] = 8.0
+    time.sleep(1.5)
+    minutes_free[0] = 3.0  # lower still: still one warning
+    time.sleep(1.5)
+    station.end()
+    events = session.events()
+    low = [e for e in events if e["type"] == "disk-low"]
+    assert len(low) == 1
+    assert low[0]["minutes_left"] == pytest.approx(8.0, abs=0.05)
+    assert low[0]["warn_free_minutes"] == 10
+    assert low[0]["free_bytes"] == int(8.0 * 60 * bps)
+    assert "8.0 minutes of recording left" in low[0]["note"] and "recording continues" in low[0]["note"]
+    assert t_low <= low[0]["t"] <= t_low + 0.7
+    assert asked == {session.dir}
+    assert not pipeline.disk_full and not [e for e in events if e["type"] == "disk-full"]
+    segs = seg_files.list_indexes(session.dir)
+    assert sum(s.end - s.start for s in segs) == pytest.approx(4.5, abs=0.5), "recording went on"
+
+
+def test_disk_filling_mid_sealed_session_stops_cleanly_and_every_segment_is_sealed(tmp_path: Path, tools):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a size-limited tmpfs here (needs root)")
+    station = None
+    try:
+        station = make_station(tmp_path, write_room(tmp_path), data=mnt / "data", seal=True,
+                               storage={"min_free_mb": 3})
+        identity = mnt / "demo-court" / "court-identity.txt"
+        assert identity.exists() and station.custody is not None
+        session = station.create_session("FAULT-8", "Synthetic", "Test")
+        station.start()
+        time.sleep(3.0)
+        free = shutil.disk_usage(mnt).free
+        with (mnt / "someone-elses-file").open("wb") as fh:  # another program eats the disk past the reserve
+            fh.write(b"\0" * (free - int(2.5 * 2**20)))
+        time.sleep(2.0)
+        assert station.pipeline.disk_full
+        result = station.end()
+
+        events = session.events()
+        full = [e for e in events if e["type"] == "disk-full"]
+        assert len(full) == 1 and "stopped cleanly" in full[0]["note"]
+        assert full[0]["free_bytes"] < full[0]["reserve_bytes"] == 3 * 2**20
+        low = [e for e in events if e["type"] == "disk-low"]  # ~1 minute fits in 32 MiB: below 30 at once
+        assert len(low) == 1 and low[0]["seq"] < full[0]["seq"]
+        assert not [e for e in events if e["type"] in ("recording-error", "seal-incomplete", "pipeline-failed")]
+        segs = seg_files.list_indexes(session.dir)
+        assert len(segs) >= 2 and all(s.closed for s in segs)
+        assert segs[-1].end == pytest.approx(full[0]["t"], abs=0.6)
+
+        manifest = json.loads((session.dir / "manifest.json").read_bytes())
+        assert manifest["unsealed"] == []
+        listed = {m["index"]: m for m in manifest["segments"]}
+        records = {r.index: r for r in load_records(session.dir)}
+        assert sorted(listed) == sorted(records) == [s.index for s in segs], "every closed segment is sealed"
+        court = load_identity(identity)
+        for seg in segs:
+            sealed = ciphertext_path(session.dir, seg.index)
+            assert sealed.exists() and sealed.suffix == ".age"
+            assert not seg_files.media_path(session.dir, seg.index).exists(), "plaintext gone once sealed"
+            plain = tmp_path / f"seg-{seg.index}.mp4"
+            plain.write_bytes(pyrage.decrypt(sealed.read_bytes(), [court]))
+            digest = hashlib.sha256(plain.read_bytes()).hexdigest()
+            assert digest == records[seg.index].plaintext_sha256 == listed[seg.index]["plaintext_sha256"]
+            video = next(s for s in ffprobe(plain)["streams"] if s["codec_type"] == "video")
+            assert int(video["nb_read_packets"]) == seg.video_frames
+        checks = verify_session(session.dir)
+        assert failures(checks) == [], "kiosk verify passes on what was kept"
+        assert result["seal"]["verified"] is True
+    finally:
+        if station is not None:
+            station.close()
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 

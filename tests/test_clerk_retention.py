@@ -87,3 +87,27 @@ def test_a_deletion_signed_by_the_kiosk_key_does_not_excuse_a_missing_segment(tm
         assert [s.id for s in found] == [sid] and found[0].deleted is None
     finally:
         court.close()
+
+
+def test_search_by_case_date_room_and_state_including_transcript_pending(tmp_path_factory):
+    import json
+
+    from kiosk.clerk.errors import ClerkError
+
+    root, sid = court_copy(tmp_path_factory, "clerk-search")
+    court = open_court(root, with_clerk=False)
+    try:
+        s = court.summary(sid)
+        ids = lambda **kw: [x.id for x in court.search(**kw)]  # noqa: E731
+        assert ids(state="sealed") == [sid] and ids(state="transcript-pending") == []
+        assert ids(case=s.case_reference.lower()) == [sid] and ids(case="NO-SUCH-*") == []
+        assert ids(date=s.date) == [sid] and ids(date=s.date[:7]) == [sid] and ids(date="1999-01-01") == []
+        assert ids(room=s.room) == [sid] and ids(room="another-room") == []
+        status = root / "data" / "sessions" / sid / "transcripts" / "status.json"
+        status.write_text(json.dumps({**json.loads(status.read_text()), "state": "pending"}))
+        assert ids(state="transcript-pending") == [sid]
+        assert court.summary(sid).state == "transcript-pending"
+        with pytest.raises(ClerkError, match="unknown state 'lost'; expected one of"):
+            court.search(state="lost")
+    finally:
+        court.close()

@@ -127,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         summary.update(verify_now(station, session.dir))  # again: the transcript was sealed after the manifest
     if live is not None:
         summary.update({k: live[k] for k in ("base_url", "viewer_url") if k in live})
+    print(f"session {session.info.id}: {summary['segments']} segment(s), "
+          f"{summary.get('segments_sealed', 0)} sealed to the court ({session.dir})")
     print(f"transcript: {summary.get('transcript', {}).get('state', 'not made')}; "
           f"verified: {summary.get('verified')}")
     if args.json:

@@ -52,6 +52,8 @@ def test_demo_prints_live_links_and_its_viewer_link_opens_the_viewer_page(demo):
     assert "live: judge link (waits for the operator to admit): http://" in printed
     assert re.search(r"^language: (en|ko) \(transcription model for '(en|ko)' installed\)$", printed, re.M), \
         "the demo says which language it speaks and why"
+    sealed = re.search(r"^session \S+: (\d+) segment\(s\), (\d+) sealed to the court", printed, re.M)
+    assert sealed and sealed.group(1) == sealed.group(2) != "0", "the plain output says what was sealed"
     assert demo["viewer_page"] is not None, "the viewer link was printed while the demo recorded"
     status, path, text = demo["viewer_page"]
     assert status == 200 and path.startswith("/view"), (status, path)

@@ -18,14 +18,13 @@ from .capture.presence import PresenceCache
 from .config import RoomProfile, Settings
 from .errors import DiskFull, SealError, SessionStateError
 from .media.hub import PacketHub
-from .media.pipeline import MediaPipeline
+from .media.pipeline import MediaPipeline, recording_bytes_per_second
 from .media.recovery import recover_sessions
 from .session import Session, SessionClock, State
 
 log = logging.getLogger("kiosk.station")
 
 # Worst-case bytes per recorded second: video bitrate + 3 Opus tracks, plus container overhead.
-OVERHEAD = 1.10
 
 
 class Station:
@@ -116,8 +115,7 @@ class Station:
     # ------------------------------------------------------------ disk
 
     def bytes_per_second(self) -> float:
-        enc = self.settings.encoder
-        return (enc.video_bitrate_kbps + enc.audio_bitrate_kbps * (1 + len(self.room.microphones))) * 125 * OVERHEAD
+        return recording_bytes_per_second(self.settings, self.room)
 
     def disk_status(self) -> dict:
         usage = shutil.disk_usage(self.data_dir)

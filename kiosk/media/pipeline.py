@@ -34,7 +34,7 @@ from .segments import SegmentIndex
 log = logging.getLogger("kiosk.pipeline")
 
 MAX_LAG_S = 1.0  # further behind than this, frames are skipped (and counted as dropped)
-OVERHEAD = 1.10  # container overhead on top of the encoder bitrates (as Station.bytes_per_second)
+OVERHEAD = 1.10  # container overhead on top of the encoder bitrates
 
 
 def disk_free_bytes(path: Path) -> int:
@@ -44,7 +44,7 @@ def disk_free_bytes(path: Path) -> int:
 
 def recording_bytes_per_second(settings: Settings, room: RoomProfile) -> float:
     """Worst-case bytes per recorded second: video bitrate + the mix and one Opus track per microphone,
-    plus container overhead. The same figure as Station.bytes_per_second (console minutes of recording)."""
+    plus container overhead. Station.bytes_per_second (console minutes of recording) uses it too."""
     enc = settings.encoder
     return (enc.video_bitrate_kbps + enc.audio_bitrate_kbps * (1 + len(room.microphones))) * 125 * OVERHEAD
 

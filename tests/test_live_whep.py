@@ -260,6 +260,18 @@ async def _until(predicate, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def test_a_viewer_that_hangs_up_without_delete_is_closed_and_logged(room):
+    token, pid = admitted_token(room, "observer")
+    asyncio.run(_watch(room, token, seconds=2.0))  # connects, receives, then closes its side only
+    deadline = time.monotonic() + 10
+    while room.live.peers.for_participant(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert room.live.peers.for_participant(pid) == [], "a hung-up viewer must not stay listed as streaming"
+    events = [json.loads(line) for line in (room.station.session.dir / "events.jsonl").read_text().splitlines()]
+    mine = [e for e in events if e.get("participant") == pid and e.get("type") == "presence"]
+    assert any("connection closed by the viewer" in json.dumps(e) for e in mine), mine[-3:]
+
+
 def test_removal_stops_media_at_the_server_within_a_second(room):
     """The client does not close itself: only the server can stop the RTP."""
     token, pid = admitted_token(room, "prosecution")

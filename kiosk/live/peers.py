@@ -150,6 +150,8 @@ class PeerManager:
             log.debug("peer %s %s", peer.id, pc.connectionState)
             if pc.connectionState == "failed":
                 await self.close(peer.id, "connection lost")
+            elif pc.connectionState == "closed":  # the viewer hung up without a WHEP DELETE
+                await self.close(peer.id, "connection closed by the viewer")
 
         return peer, pc.localDescription.sdp
 

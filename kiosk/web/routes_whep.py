@@ -35,6 +35,11 @@ def ctx_of(request: Request) -> WebContext:
     return request.app.state.kiosk
 
 
+def _quoted(value: str) -> str:
+    """An RFC 8288 quoted-string: a quote or backslash in a TURN credential must not end the parameter."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def ice_links(ctx: WebContext) -> str:
     """STUN/TURN servers as WHEP Link headers (rel="ice-server")."""
     links = []
@@ -42,7 +47,8 @@ def ice_links(ctx: WebContext) -> str:
         for url in server["urls"]:
             link = f'<{url}>; rel="ice-server"'
             if server.get("username"):
-                link += f'; username="{server["username"]}"; credential="{server["credential"]}"; credential-type="password"'
+                link += (f'; username={_quoted(server["username"])}; credential={_quoted(server["credential"])}'
+                         '; credential-type="password"')
             links.append(link)
     return ", ".join(links)
 

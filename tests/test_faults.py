@@ -373,3 +373,39 @@ def test_torn_fragment_is_cut_back_to_the_last_whole_one(tmp_path: Path, tools):
     with av.open(str(media)) as c:
         frames = sum(1 for p in c.demux(video=0) if p.size)
     assert 0 < frames < seg_files.list_indexes(session.dir)[0].video_frames
+
+
+def test_wall_clock_step_mid_recording_is_logged_and_media_times_do_not_bend(tmp_path: Path, tools):
+    from kiosk.session import SessionClock
+
+    step = [0.0]
+    settings = load_settings(write_settings(tmp_path, recording={"segment_seconds": 2.0}))
+    settings.storage.data_dir = tmp_path / "data"
+    settings.storage.min_free_mb, settings.storage.max_session_minutes = 0, 1
+    settings.transcription.enabled = False
+    station = Station(settings, load_room(write_room(tmp_path, layout="single")), seal=False,
+                      clock_factory=lambda: SessionClock(wall=lambda: time.time() + step[0]))
+    session = station.create_session("FAULT-CLOCK", "Synthetic", "Test")
+    station.start()
+    wall0 = time.monotonic()
+    time.sleep(2.5)
+    t_step = session.now()
+    step[0] = -3600.0  # someone sets the room PC's clock back an hour mid-interview
+    time.sleep(3.0)
+    station.end()
+    wall = time.monotonic() - wall0
+    steps = [e for e in session.events() if e["type"] == "wall-clock-step"]
+    assert len(steps) == 1 and steps[0]["step_s"] == pytest.approx(-3600.0, abs=0.5)
+    assert t_step <= steps[0]["t"] <= t_step + 1.5, "noticed within a second or so, on the session clock"
+    segs = seg_files.list_indexes(session.dir)
+    assert all(b.start == pytest.approx(a.end, abs=1 / 15) for a, b in zip(segs, segs[1:], strict=False)), \
+        [(s.start, s.end) for s in segs]
+    assert segs[-1].end - segs[0].start == pytest.approx(wall, abs=0.5), "spans follow the monotonic clock"
+    recorded = _decode(session.dir)
+    assert recorded.video_seconds == pytest.approx(wall, abs=0.5)
+    assert recorded.audio_seconds["mix"] == pytest.approx(wall, abs=0.5)
+    for seg in segs:  # inside every segment, frame times run on the 1/fps grid without a jump
+        with av.open(str(seg_files.media_path(session.dir, seg.index))) as c:
+            times = [float(f.time) for f in c.decode(video=0)]
+        gaps = np.diff(times)
+        assert np.allclose(gaps, 1 / 15, atol=1e-3), (seg.index, gaps.min(), gaps.max())

@@ -424,6 +424,8 @@ class Talkback:
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything queued so far is written (e.g. before the session record is built)."""
+        if not self._thread.is_alive():  # closed: the worker wrote everything before it stopped
+            return True
         done = threading.Event()
         self._queue.put(("flush", done))
         return done.wait(timeout)

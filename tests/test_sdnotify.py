@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
+
 from kiosk import sdnotify
 
 
@@ -23,12 +25,21 @@ def test_notify_and_watchdog_send_to_the_notify_socket(tmp_path: Path, monkeypat
     try:
         assert server.recv(100) == b"WATCHDOG=1"
         healthy["ok"] = False
-        server.settimeout(0.5)
-        while True:  # drain pings already in flight, then expect silence
+        server.settimeout(0.35)  # over three ping intervals (the app pings at WATCHDOG_USEC / 2)
+        late = 0
+        for _ in range(3):  # a ping already in flight may still arrive, then silence
             try:
                 server.recv(100)
+                late += 1
             except TimeoutError:
                 break
+        assert late <= 1, f"{late} pings after the media thread was reported dead"
+        server.settimeout(1.0)
+        with pytest.raises(TimeoutError):
+            server.recv(100)  # systemd's watchdog now runs out and restarts the service
+        healthy["ok"] = True
+        server.settimeout(2.0)
+        assert server.recv(100) == b"WATCHDOG=1", "pings resume once healthy again"
     finally:
         stop.set()
         server.close()

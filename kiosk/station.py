@@ -304,7 +304,8 @@ class Station:
             for src in [*p.cameras, *p.mics]:
                 items.append({"item": f"device:{src.name}", "ok": src.status.state == "ok",
                               "detail": src.status.state})
-            items.append({"item": "media", "ok": p.alive, "detail": "running" if p.alive else "stopped"})
+            items.append({"item": "media", "ok": p.progressing,
+                          "detail": "running" if p.progressing else ("stalled" if p.alive else "stopped")})
         else:
             for seen in self.presence.get():
                 items.append({"item": f"device:{seen.name}", "ok": seen.present, "detail": f"idle, {seen.detail}"})

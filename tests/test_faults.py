@@ -409,3 +409,43 @@ def test_wall_clock_step_mid_recording_is_logged_and_media_times_do_not_bend(tmp
             times = [float(f.time) for f in c.decode(video=0)]
         gaps = np.diff(times)
         assert np.allclose(gaps, 1 / 15, atol=1e-3), (seg.index, gaps.min(), gaps.max())
+
+
+class FreezingCamera(VideoSource):
+    """Wraps a real source; at `freeze_at` its driver call hangs for `for_s` seconds (the media thread with it)."""
+
+    def __init__(self, inner: VideoSource, freeze_at: float, for_s: float) -> None:
+        super().__init__(inner.name, "injected")
+        self.inner, self.freeze_at, self.for_s, self.frozen = inner, freeze_at, for_s, False
+
+    def open(self) -> None:
+        self.inner.open()
+        self.status.set("ok")
+
+    def frame_at(self, t, size):
+        if t >= self.freeze_at and not self.frozen:
+            self.frozen = True
+            time.sleep(self.for_s)
+        return self.inner.frame_at(t, size)
+
+
+def test_a_stuck_media_thread_shows_as_stalled_and_silences_the_watchdog(tmp_path: Path, tools, monkeypatch):
+    from kiosk.media import pipeline as pipeline_mod
+
+    monkeypatch.setattr(pipeline_mod, "STALL_LIMIT_S", 1.0)
+    station = make_station(tmp_path, write_room(tmp_path, layout="single"))
+    session = station.create_session("FAULT-STUCK", "Synthetic", "Test")
+    cam = station.pipeline.cameras[0]
+    station.pipeline.cameras[0] = FreezingCamera(cam, freeze_at=session.now() + 1.0, for_s=3.0)
+    station.start()
+    try:
+        media = lambda: next(i for i in station.health()["items"] if i["item"] == "media")  # noqa: E731
+        assert media() == {"item": "media", "ok": True, "detail": "running"}
+        time.sleep(2.8)  # frozen since about 1.0 s: over the 1 s stall limit
+        assert station.pipeline.alive and not station.pipeline.progressing
+        assert media() == {"item": "media", "ok": False, "detail": "stalled"}
+        assert station.health()["status"] == "failing"
+        time.sleep(2.5)  # the call returned: the loop turns again
+        assert station.pipeline.progressing and media()["ok"] is True
+    finally:
+        station.end()

@@ -484,12 +484,17 @@ def test_stun_and_turn_from_the_config_reach_whep_clients_and_pages(ice_room):
 
     viewer_client, token, pid = room.redeem(room.invite("judge"), "judge ice")
     try:
-        # the page a party opens (even in the lobby, to be ready when admitted) and the console
-        assert _page_config(viewer_client, "/view")["ice_servers"] == wanted
+        # in the lobby a party gets no TURN credential: neither in its page nor from /api/ice
+        assert _page_config(viewer_client, "/view")["ice_servers"] is None
+        assert viewer_client.get("/api/ice").status_code == 403
+        assert TURN_CREDENTIAL not in viewer_client.get("/view").text
         assert _page_config(room.operator, "/console")["ice_servers"] == wanted
+        room.admit(pid)
+        # once admitted: in the page, and from /api/ice for a page that was opened in the lobby
+        assert _page_config(viewer_client, "/view")["ice_servers"] == wanted
+        assert viewer_client.get("/api/ice").json() == {"ice_servers": wanted}
     finally:
         viewer_client.close()
-    room.admit(pid)
 
     async def run() -> tuple[_RawViewer, list]:
         viewer = _RawViewer()

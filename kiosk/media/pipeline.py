@@ -33,6 +33,7 @@ from .segments import SegmentIndex
 
 log = logging.getLogger("kiosk.pipeline")
 
+STALL_LIMIT_S = 10.0  # a media loop that has not turned for this long is stuck (watchdog, health)
 MAX_LAG_S = 1.0  # further behind than this, frames are skipped (and counted as dropped)
 OVERHEAD = 1.10  # container overhead on top of the encoder bitrates
 
@@ -131,6 +132,7 @@ class MediaPipeline:
         self._want_recording = False
         self._keyframe_requested = threading.Event()
         self._stop = threading.Event()
+        self._beat = time.monotonic()  # the media thread's last turn of its loop
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
         self.media_t0 = 0.0
@@ -186,6 +188,12 @@ class MediaPipeline:
         return self._thread is not None and self._thread.is_alive()
 
     @property
+    def progressing(self) -> bool:
+        """Alive and turning: a media thread stuck in a call (a hung driver, a frozen disk) is alive but
+        records nothing; the service watchdog must see that and let systemd restart and recover."""
+        return self.alive and time.monotonic() - self._beat < STALL_LIMIT_S
+
+    @property
     def recording(self) -> bool:
         return self.recorder is not None and self.recorder.is_open
 
@@ -200,6 +208,7 @@ class MediaPipeline:
         last_housekeeping = 0.0
         try:
             while not self._stop.is_set():
+                self._beat = time.monotonic()
                 mt = self.session.now() - self.media_t0
                 self._drain_commands(n)
                 while (k + 1) * OPUS_FRAME / 48000 <= mt:

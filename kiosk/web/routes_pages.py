@@ -170,7 +170,8 @@ def page_config(ctx: WebContext, principal: Principal) -> str:
         "name": principal.name,
         "participant": principal.participant_id,
         "session": s.public_summary() if s else None,
-        "ice_servers": ctx.live.ice_config(),
+        # a party still in the lobby fetches them from /api/ice once admitted (TURN credentials)
+        "ice_servers": ctx.live.ice_config() if principal.admitted else None,
         "invite_roles": [r.value for r in INVITE_ROLES],
         "labels": {r.value: v for r, v in LABELS.items()},
         "language": ctx.station.room.room.language,

@@ -21,6 +21,7 @@ router = APIRouter(prefix="/api")
 OPERATOR = require(Role.OPERATOR)
 ADMITTER = require(*ADMITTERS)
 ANY_PARTY_LOBBY = require(Role.OPERATOR, *INVITE_ROLES, lobby=True)
+ADMITTED = require(Role.OPERATOR, *INVITE_ROLES)
 
 
 def ctx_of(request: Request) -> WebContext:
@@ -42,6 +43,13 @@ class NewInvite(BaseModel):
     role: str
     label: str = Field("", max_length=80)
     pre_admit: bool = False
+
+
+@router.get("/ice")
+def ice_servers(request: Request, _: Annotated[Principal, Depends(ADMITTED)]):
+    """STUN/TURN servers for the browser's peer connection: only once admitted, since TURN credentials
+    let their holder relay traffic through the court's server."""
+    return {"ice_servers": ctx_of(request).live.ice_config()}
 
 
 @router.get("/status")

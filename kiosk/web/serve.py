@@ -177,7 +177,7 @@ def _notify_systemd_when_listening(host: str, port: int, station) -> None:
 
     def healthy() -> bool:
         p, s = station.pipeline, station.session
-        return p is None or s is None or s.state.value == "ended" or p.alive
+        return p is None or s is None or s.state.value == "ended" or p.progressing
 
     def wait_then_notify() -> None:
         for _ in range(600):

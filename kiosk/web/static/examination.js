@@ -324,7 +324,7 @@
       const stream = await navigator.mediaDevices.getUserMedia({audio: {echoCancellation: false, noiseSuppression: false, autoGainControl: false}});
       const track = stream.getAudioTracks()[0];
       track.enabled = false;  // nothing leaves the browser until the button is held
-      const pc = new RTCPeerConnection({iceServers: kiosk.config.ice_servers || []});
+      const pc = new RTCPeerConnection({iceServers: await kiosk.iceServers()});
       pc.addTransceiver(track, {direction: "sendonly"});
       await pc.setLocalDescription(await pc.createOffer());
       await new Promise((resolve) => {

@@ -8,6 +8,15 @@ kiosk.config = JSON.parse(document.getElementById("config").textContent);
 
 kiosk.$ = (id) => document.getElementById(id);
 
+// STUN/TURN servers: in the page for the operator and admitted parties; a party let in from the lobby
+// fetches them now (the server hands TURN credentials only to admitted parties)
+kiosk.iceServers = async () => {
+  if (!kiosk.config.ice_servers) {
+    try { kiosk.config.ice_servers = (await kiosk.api("/api/ice")).ice_servers; } catch (e) { return []; }
+  }
+  return kiosk.config.ice_servers || [];
+};
+
 // extra receivers of every live-update message (panels added by later features, e.g. examination.js)
 kiosk.listeners = kiosk.listeners || [];
 
@@ -108,7 +117,9 @@ kiosk.Viewer = class {
     const session = kiosk.session;
     if (!session) { this.retry(2000, "no session"); return; }
     this.onState("connecting");
-    const pc = new RTCPeerConnection({iceServers: kiosk.config.ice_servers || []});
+    const iceServers = await kiosk.iceServers();
+    if (!this.wanted) return;
+    const pc = new RTCPeerConnection({iceServers});
     this.pc = pc;
     pc.addTransceiver("video", {direction: "recvonly"});
     pc.addTransceiver("audio", {direction: "recvonly"});

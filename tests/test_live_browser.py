@@ -178,6 +178,35 @@ def test_viewer_reconnects_by_itself_after_its_connection_drops(room, browser):
         context.close()
 
 
+def test_the_judge_sees_everyone_present_and_admits_and_removes_from_the_panel(room, browser):
+    judge_ctx, judge = join(browser, room.invite("judge", pre_admit=True), "Judge Panel")
+    guest_ctx = None
+    try:
+        judge.wait_for_selector("#people-card", state="visible", timeout=10000)
+        wait_for(lambda: frames(judge) > 5, timeout=15)  # the judge follows the interview too
+        guest_ctx, guest = join(browser, room.invite("prosecution"), "Prosecutor Panel")
+        assert guest.is_visible("#lobby") and frames(guest) == 0
+        row = judge.locator("#participants li", has_text="Prosecutor Panel")
+        row.wait_for(timeout=10000)
+        assert row.get_attribute("data-admission") == "waiting" and "Prosecution" in row.inner_text()
+        row.locator("button.admit").click()
+        wait_for(lambda: frames(guest) > 5, timeout=15)
+        judge.wait_for_selector("#participants li[data-admission=admitted]:has-text('Prosecutor Panel')")
+        pid = participant_id(room, "Prosecutor Panel")
+        admits = [e for e in room.events("presence") if e.get("participant") == pid and e.get("action") == "admit"]
+        assert [e["by"] for e in admits] == ["judge:Judge Panel"], "the record says the judge let them in"
+        judge.locator("#participants li", has_text="Prosecutor Panel").locator("button.remove").click()
+        guest.wait_for_selector("#notice", state="visible", timeout=5000)
+        wait_for(lambda: room.live.peers.for_participant(pid) == [], timeout=5)
+        judge.wait_for_selector("#participants li[data-admission=removed]:has-text('Prosecutor Panel')")
+        removes = [e["by"] for e in room.events("presence") if e.get("participant") == pid and e.get("action") == "remove"]
+        assert removes == ["judge:Judge Panel"]
+    finally:
+        if guest_ctx is not None:
+            guest_ctx.close()
+        judge_ctx.close()
+
+
 def test_operator_console_runs_a_session_and_admits_from_the_list(room, browser):
     context = browser.new_context()
     guest = None
@@ -229,31 +258,3 @@ def test_operator_console_runs_a_session_and_admits_from_the_list(room, browser)
             guest.close()
         context.close()
 
-
-def test_the_judge_sees_everyone_present_and_admits_and_removes_from_the_panel(room, browser):
-    judge_ctx, judge = join(browser, room.invite("judge", pre_admit=True), "Judge T")
-    guest_ctx = None
-    try:
-        judge.wait_for_selector("#people-card", state="visible", timeout=10000)
-        wait_for(lambda: frames(judge) > 5, timeout=15)  # the judge follows the interview too
-        guest_ctx, guest = join(browser, room.invite("prosecution"), "Prosecutor T")
-        assert guest.is_visible("#lobby") and frames(guest) == 0
-        row = judge.locator("#participants li", has_text="Prosecutor T")
-        row.wait_for(timeout=10000)
-        assert row.get_attribute("data-admission") == "waiting" and "Prosecution" in row.inner_text()
-        row.locator("button.admit").click()
-        wait_for(lambda: frames(guest) > 5, timeout=15)
-        judge.wait_for_selector("#participants li[data-admission=admitted]:has-text('Prosecutor T')")
-        pid = participant_id(room, "Prosecutor T")
-        admits = [e for e in room.events("presence") if e.get("participant") == pid and e.get("action") == "admit"]
-        assert [e["by"] for e in admits] == ["judge:Judge T"], "the record says the judge let them in"
-        judge.locator("#participants li", has_text="Prosecutor T").locator("button.remove").click()
-        guest.wait_for_selector("#notice", state="visible", timeout=5000)
-        wait_for(lambda: room.live.peers.for_participant(pid) == [], timeout=5)
-        judge.wait_for_selector("#participants li[data-admission=removed]:has-text('Prosecutor T')")
-        removes = [e["by"] for e in room.events("presence") if e.get("participant") == pid and e.get("action") == "remove"]
-        assert removes == ["judge:Judge T"]
-    finally:
-        if guest_ctx is not None:
-            guest_ctx.close()
-        judge_ctx.close()

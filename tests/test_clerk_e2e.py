@@ -44,6 +44,14 @@ def _run_readme(package: Path, identity: Path) -> dict[str, subprocess.Completed
     return out
 
 
+def sign_in(page) -> None:
+    """On the portal's sign-in page: the demo clerk signs in."""
+    page.fill("input[name=name]", CLERK)
+    page.fill("input[name=password]", CLERK_PASSWORD)
+    page.click("#login button[type=submit]")
+    page.wait_for_selector("#signed-in")
+
+
 def test_portal_round_and_public_tools_recheck_the_export_as_its_readme_says(tmp_path_factory):
     _need_tools()
     from kiosk.clerk.portal import start_background_portal
@@ -57,10 +65,7 @@ def test_portal_round_and_public_tools_recheck_the_export_as_its_readme_says(tmp
             page = browser.new_page(accept_downloads=True)
             page.goto(f"{srv.base_url}/clerk")
             assert page.url.endswith("/clerk/login")
-            page.fill("input[name=name]", CLERK)
-            page.fill("input[name=password]", CLERK_PASSWORD)
-            page.click("#login button[type=submit]")
-            page.wait_for_selector("#signed-in")
+            sign_in(page)
 
             # find it: search by (part of) the case reference
             page.fill("#search input[name=case]", "demo-0")
@@ -247,10 +252,7 @@ def test_portal_deletion_by_order_asks_for_the_case_reference_and_leaves_the_pro
         with chromium() as browser:
             page = browser.new_page()
             page.goto(f"{srv.base_url}/clerk/login")
-            page.fill("input[name=name]", CLERK)
-            page.fill("input[name=password]", CLERK_PASSWORD)
-            page.click("#login button[type=submit]")
-            page.wait_for_selector("#signed-in")
+            sign_in(page)
             page.goto(f"{srv.base_url}/clerk/sessions/{sid}")
             size_before = court.ledger.size()
 

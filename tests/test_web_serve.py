@@ -100,6 +100,7 @@ def test_kiosk_serve_refuses_a_bad_port_a_busy_port_and_bad_tls_files_in_one_lin
     assert out.returncode == 2, out.stderr
     assert f"cannot listen on 127.0.0.1:{taken}: Address already in use" in out.stderr
     assert "serving room" not in out.stdout and "Traceback" not in out.stderr
+    assert not (tmp_path / "demo-court").exists() and not (tmp_path / "data").exists(), "nothing left behind"
 
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate\n")

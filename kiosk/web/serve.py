@@ -134,6 +134,7 @@ def run_serve(args) -> int:
         raise KioskError("--tls-cert and --tls-key go together")
     if args.tls_cert:
         check_tls_files(args.tls_cert, args.tls_key)
+    sock = listen(host, port)  # before anything is created: a busy port leaves nothing behind
     if not settings.custody.recipients:
         synthetic = all(s.kind == "synthetic" for s in [*room.cameras, *room.microphones])
         if not synthetic:
@@ -144,7 +145,6 @@ def run_serve(args) -> int:
         identity = ensure_demo_court(settings)
         print(f"kiosk: synthetic room without court recipients: sealing to the DEMO court identity {identity}",
               flush=True)
-    sock = listen(host, port)
     port = sock.getsockname()[1]
     station = Station(settings, room)
     app = create_app(station)

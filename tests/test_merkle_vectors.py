@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from kiosk.custody import merkle
 
-VECTORS = Path(__file__).resolve().parent.parent / ".." / "shared" / "vectors" / "rfc6962-merkle" / "testdata"
+# ../shared beside the checkout, or wherever KIOSK_RFC6962_VECTORS points (a clone elsewhere)
+VECTORS = Path(os.environ.get("KIOSK_RFC6962_VECTORS")
+               or Path(__file__).resolve().parent.parent / ".." / "shared" / "vectors" / "rfc6962-merkle" / "testdata")
 REFERENCE_LEAVES = [bytes.fromhex(h) for h in (
     "", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f")]
 

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import httpx
 import numpy as np
 import pyrage
@@ -182,3 +183,29 @@ def test_judge_talkback_reaches_the_earpiece_only_while_talk_is_held(kiosk, tmp_
     record = json.loads(court_copy("record/session-record.json").read_text())
     assert record["talkback"]["spurts"][0]["sha256"] == spurt["sha256"]
     assert "by talkback 1 time" in record["summaries"]["judge"]["text"]
+
+    # and in the recording itself: its own track in the sealed segments, never in the mix
+    tone_s: dict[str, float] = {}
+    tone_times: list[float] = []
+    for sealed in sorted((session_dir / "sealed").glob("seg-*.mp4.age")):
+        seg = tmp_path / sealed.name.removesuffix(".age")
+        seg.write_bytes(pyrage.decrypt(sealed.read_bytes(), [court]))
+        seg_start = json.loads((session_dir / "segments" / seg.name.replace(".mp4", ".json")).read_text())["start"]
+        with av.open(str(seg)) as c:
+            names = {a.index: a.metadata.get("handler_name") for a in c.streams.audio}
+            for packet in c.demux(*c.streams.audio):
+                for frame in packet.decode():
+                    pcm = frame.to_ndarray()[0].astype(np.float64)
+                    power = np.abs(np.fft.rfft(pcm * np.hanning(len(pcm)))) ** 2
+                    hz = np.fft.rfftfreq(len(pcm), 1 / 48000)
+                    # the judge's test tone: nearly all energy within 100 Hz of it (speech spreads wider)
+                    tonal = power[np.abs(hz - TONE_HZ) <= 100].sum() > 0.9 * power.sum()
+                    if tonal and np.sqrt(np.mean(pcm ** 2)) > 0.05:
+                        name = names[packet.stream.index]
+                        tone_s[name] = tone_s.get(name, 0.0) + len(pcm) / 48000
+                        if name == "judge-talkback":
+                            tone_times.append(seg_start + float(frame.time))
+    assert "judge-talkback" in tone_s, f"no talkback track with the judge's tone in the segments: {tone_s}"
+    assert HOLD_S * 0.6 <= tone_s["judge-talkback"] <= HOLD_S * 1.3
+    assert start["t"] - 0.5 <= min(tone_times) and max(tone_times) <= stop["t"] + 0.5, "on the session clock"
+    assert tone_s.get("mix", 0.0) < 0.2, "the judge's voice is never mixed into the room's sound"

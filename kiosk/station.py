@@ -24,8 +24,6 @@ from .session import Session, SessionClock, State
 
 log = logging.getLogger("kiosk.station")
 
-# Worst-case bytes per recorded second: video bitrate + 3 Opus tracks, plus container overhead.
-
 
 class Station:
     def __init__(self, settings: Settings, room: RoomProfile, data_dir: Path | None = None,

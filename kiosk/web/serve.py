@@ -89,6 +89,11 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def base_url(scheme: str, host: str, port: int) -> str:
+    """The URL people open; an IPv6 address goes in brackets."""
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 def _data_dir(args) -> Path:
     settings = load_settings(args.config)
     return Path(args.data_dir or settings.storage.data_dir).resolve()
@@ -149,8 +154,7 @@ def run_serve(args) -> int:
     station = Station(settings, room)
     app = create_app(station)
     scheme = "https" if args.tls_cert else "http"
-    shown_host = f"[{host}]" if ":" in host else host
-    base = settings.server.public_url or f"{scheme}://{shown_host}:{port}"
+    base = settings.server.public_url or base_url(scheme, host, port)
     ctx = app.state.kiosk
     print(f"kiosk: serving room {room.room.id} on {base}/console", flush=True)
     if not ctx.operators.names():
@@ -243,9 +247,7 @@ def serve_on_thread(make_app: Callable[[str], FastAPI], host: str, port: int, na
     import uvicorn
 
     sock = listen(host, port)
-    bound = sock.getsockname()[1]
-    shown_host = f"[{host}]" if ":" in host else host
-    base = public_url or f"http://{shown_host}:{bound}"
+    base = public_url or base_url("http", host, sock.getsockname()[1])
     app = make_app(base)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
